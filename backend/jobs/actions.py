@@ -1,0 +1,265 @@
+"""Writes to jobs, batches and results.
+
+Views and tasks call these functions and nothing else writes job state. State changes are
+conditional UPDATEs, so two deliveries of one task, or two workers, cannot both win.
+"""
+
+import logging
+import random
+from collections import defaultdict
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from backend.api.errors import ApiError
+from backend.evaluation.models import ItemKind
+
+from .models import Batch, BatchState, Job, JobKind, JobState, Result
+
+logger = logging.getLogger(__name__)
+
+ITEM_KIND_FOR_TASK = {"captioning": ItemKind.IMAGE, "text-to-image": ItemKind.PROMPT}
+
+
+class BatchAttemptsExceeded(Exception):
+    """A batch was delivered more often than VERSUS_MAX_BATCH_ATTEMPTS allows."""
+
+
+def access_job(user, job_id, queryset=None):
+    """Fetch a job the user may see: their own, or any for staff. Others get a 404."""
+    queryset = queryset if queryset is not None else Job.objects.all()
+    if not (user and user.is_authenticated):
+        raise ApiError("Job not found.", code="not_found", status_code=404)
+    if not user.is_staff:
+        queryset = queryset.filter(owner=user)
+    job = queryset.filter(pk=job_id).first()
+    if job is None:
+        raise ApiError(f"Job {job_id} not found.", code="not_found", status_code=404)
+    return job
+
+
+def sample_items(items, limit, seed):
+    """Pick at most ``limit`` items, stratified by category, reproducibly for a seed.
+
+    Each category gets a share proportional to its size (largest remainders first), then
+    items are drawn within it with ``random.Random(seed)``. The result keeps suite order.
+    """
+    if limit is None or limit >= len(items):
+        return list(items)
+    by_category = defaultdict(list)
+    for item in items:
+        by_category[item.category].append(item)
+
+    quotas = {}
+    remainders = []
+    for category, members in by_category.items():
+        exact = limit * len(members) / len(items)
+        quotas[category] = int(exact)
+        remainders.append((exact - int(exact), category))
+    for _, category in sorted(remainders, key=lambda pair: (-pair[0], pair[1]))[: limit - sum(quotas.values())]:
+        quotas[category] += 1
+
+    rng = random.Random(seed)
+    chosen = []
+    for category in sorted(by_category):
+        members = by_category[category]
+        chosen.extend(rng.sample(members, quotas[category]))
+    return sorted(chosen, key=lambda item: item.position)
+
+
+def plan_batches(entries, suite, options):
+    """Return ``[(entry, [item ids])]`` for every model, each chunk at most batch_size items."""
+    plan = []
+    batch_size = options["batch_size"]
+    for entry in entries:
+        kind = ITEM_KIND_FOR_TASK[entry.task]
+        items = sample_items(list(suite.items.filter(kind=kind)), options.get("limit"), options["seed"])
+        ids = [item.id for item in items]
+        for start in range(0, len(ids), batch_size):
+            plan.append((entry, ids[start:start + batch_size]))
+    return plan
+
+
+def submit_comparison(owner, entries, suite, options):
+    """Create a comparison job with its batches and enqueue the batches after commit."""
+    from tasks.comparison import run_batch
+
+    plan = plan_batches(entries, suite, options)
+    if not plan:
+        raise ApiError(
+            f"Suite '{suite.slug}' has no items for the tasks of {[e.slug for e in entries]}; "
+            "pick a suite with images for captioners and prompts for generators.",
+            field="suite",
+        )
+
+    with transaction.atomic():
+        job = Job.objects.create(
+            kind=JobKind.COMPARISON, owner=owner, suite=suite, options=options,
+            model_order=[entry.slug for entry in entries],
+            progress_total=sum(len(ids) for _, ids in plan),
+        )
+        job.entries.set(entries)
+        batches = Batch.objects.bulk_create(
+            Batch(job=job, index=index, model=entry, item_ids=ids)
+            for index, (entry, ids) in enumerate(plan)
+        )
+        batch_ids = [batch.id for batch in Batch.objects.filter(job=job).order_by("index")]
+        transaction.on_commit(lambda: [run_batch.delay(batch_id) for batch_id in batch_ids])
+
+    logger.info("job %s submitted by %s: models=%s suite=%s items=%d batches=%d",
+                job.id, owner, job.model_order, suite.slug, job.progress_total, len(batches))
+    return job
+
+
+def claim_batch(batch_id, worker):
+    """Mark a batch running for this worker; return it, or None when there is nothing to do.
+
+    A batch left ``running`` by a killed worker is claimed again (Celery re-delivers it with
+    late acks). Each claim counts an attempt; past VERSUS_MAX_BATCH_ATTEMPTS the batch and its
+    job fail instead of looping forever.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Batch.objects.filter(
+            pk=batch_id, state__in=[BatchState.QUEUED, BatchState.RUNNING],
+            job__state__in=[JobState.QUEUED, JobState.RUNNING], job__cancel_requested=False,
+        ).update(state=BatchState.RUNNING, attempts=F("attempts") + 1, worker=worker, started_at=now)
+        if not claimed:
+            batch = Batch.objects.filter(pk=batch_id).select_related("job").first()
+            if batch and batch.state in (BatchState.QUEUED, BatchState.RUNNING) and batch.job.is_terminal:
+                Batch.objects.filter(pk=batch_id, state=batch.state).update(state=BatchState.CANCELLED)
+            return None
+
+        batch = Batch.objects.select_related("job", "model").get(pk=batch_id)
+        Job.objects.filter(pk=batch.job_id, state=JobState.QUEUED).update(
+            state=JobState.RUNNING, started_at=now)
+        Job.objects.filter(pk=batch.job_id).update(heartbeat_at=now)
+
+    if batch.attempts > settings.VERSUS_MAX_BATCH_ATTEMPTS:
+        message = (f"batch {batch.index} was started {batch.attempts} times (limit "
+                   f"{settings.VERSUS_MAX_BATCH_ATTEMPTS}); its worker keeps dying, often from "
+                   "running out of memory: lower batch_size or raise the worker's memory")
+        fail_batch(batch_id, message)
+        raise BatchAttemptsExceeded(message)
+    return batch
+
+
+def store_batch_results(batch, outputs, report):
+    """Upsert one result per item and mark the batch succeeded, in one transaction.
+
+    Results are keyed by (job, model, item), so a batch run twice overwrites its own rows.
+    Returns True when this call completed the batch, False when it was already finished.
+    """
+    from django.core.files import File
+
+    with transaction.atomic():
+        for output in outputs:
+            fields = {"batch": batch, "output": output["output"], "metrics": output["metrics"]}
+            result, _ = Result.objects.update_or_create(
+                job_id=batch.job_id, model_id=batch.model_id, item_id=output["item_id"],
+                defaults=fields,
+            )
+            if output.get("image_path"):
+                with open(output["image_path"], "rb") as handle:
+                    name = f"{batch.job_id}/{batch.model.slug}/{output['item_id']}.png"
+                    result.image.save(name, File(handle), save=True)
+
+        finished = Batch.objects.filter(pk=batch.pk, state=BatchState.RUNNING).update(
+            state=BatchState.SUCCEEDED, finished_at=timezone.now(), report=report, error="",
+        )
+        if finished:
+            refresh_progress(batch.job_id)
+    return bool(finished)
+
+
+def refresh_progress(job_id):
+    """Recompute a job's done-item count from its succeeded batches (safe to repeat)."""
+    done = 0
+    for item_ids in Batch.objects.filter(job_id=job_id, state=BatchState.SUCCEEDED).values_list(
+            "item_ids", flat=True):
+        done += len(item_ids)
+    Job.objects.filter(pk=job_id).update(progress_done=done, heartbeat_at=timezone.now())
+
+
+def fail_batch(batch_id, message):
+    """Mark a batch failed and fail its job, keeping results stored so far."""
+    with transaction.atomic():
+        Batch.objects.filter(pk=batch_id).exclude(state=BatchState.SUCCEEDED).update(
+            state=BatchState.FAILED, error=message, finished_at=timezone.now(),
+        )
+        batch = Batch.objects.select_related("job").get(pk=batch_id)
+        finish_job(batch.job, JobState.FAILED, f"batch {batch.index} ({batch.model.slug}): {message}")
+    logger.error("job %s batch %s failed: %s", batch.job_id, batch.index, message)
+
+
+def finish_job(job, state, error=""):
+    """Move a job from queued/running to a terminal state once; emit its webhook event.
+
+    Must run inside a transaction so the event commits with the state change. Returns True
+    when this call made the change.
+    """
+    from backend.webhooks.actions import emit_event
+
+    changed = Job.objects.filter(
+        pk=job.pk, state__in=[JobState.QUEUED, JobState.RUNNING],
+    ).update(state=state, error=error, finished_at=timezone.now())
+    if not changed:
+        return False
+    job.refresh_from_db()
+    if state != JobState.SUCCEEDED:
+        Batch.objects.filter(job=job, state=BatchState.QUEUED).update(state=BatchState.CANCELLED)
+        event = "job.failed" if state == JobState.FAILED else "job.cancelled"
+        emit_event(event, job_summary(job), owner=job.owner)
+    logger.info("job %s %s%s", job.id, state, f": {error}" if error else "")
+    return True
+
+
+def cancel_job(job):
+    """Stop a job: no new batch starts, running ones stop at their next step, results stay."""
+    with transaction.atomic():
+        Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+        changed = finish_job(job, JobState.CANCELLED, "cancelled by request")
+    if not changed:
+        job.refresh_from_db()
+        raise ApiError(f"Job {job.id} is already {job.state}; only queued or running jobs can be "
+                       "cancelled.", code="conflict", status_code=409)
+    return job
+
+
+def pending_batches(job_id):
+    return Batch.objects.filter(job_id=job_id).exclude(state=BatchState.SUCCEEDED).count()
+
+
+def job_summary(job):
+    """Plain-data summary of a job for webhook payloads and the CLI."""
+    return {
+        "id": str(job.id),
+        "kind": job.kind,
+        "state": job.state,
+        "models": job.model_order,
+        "suite": job.suite.slug if job.suite_id else None,
+        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "error": job.error,
+        "metrics": job.metrics,
+        "standin": job.standin,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "url": f"/api/v1/jobs/{job.id}/",
+        "results_url": f"/api/v1/jobs/{job.id}/results/",
+        "page_url": f"/jobs/{job.id}/",
+    }
+
+
+def jobs_visible_to(user):
+    if user.is_staff:
+        return Job.objects.all()
+    return Job.objects.filter(owner=user)
+
+
+__all__ = [
+    "BatchAttemptsExceeded", "access_job", "cancel_job", "claim_batch", "fail_batch",
+    "finish_job", "job_summary", "jobs_visible_to", "pending_batches", "plan_batches",
+    "refresh_progress", "sample_items", "store_batch_results", "submit_comparison",
+]

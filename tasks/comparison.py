@@ -1,0 +1,165 @@
+"""Celery tasks of a comparison job: run each batch on the gpu queue, then finalize once.
+
+Tasks take primary keys and re-read state, so a re-delivered message is harmless: a batch
+that already succeeded is skipped, and results are upserted by (job, model, item).
+"""
+
+import logging
+import tempfile
+import time
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from backend.catalog.models import ModelEntry
+from backend.evaluation.models import SuiteItem
+from backend.jobs import actions
+from backend.jobs.models import Job
+from backend.jobs.options import options_for_entry
+
+from .manifest import worker_manifest
+
+logger = logging.getLogger(__name__)
+
+# Errors worth retrying with backoff: the database went away or refused a connection.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+
+def _runner_options(entry, job):
+    from django.conf import settings
+
+    options = options_for_entry(entry, job.options)
+    options["device"] = settings.VERSUS_DEVICE
+    if options.get("precision") == "auto":
+        options["precision"] = None
+    return options
+
+
+def _ensure_checkpoint(entry):
+    """Return ``(checkpoint, is_standin)``, building a missing stand-in folder first."""
+    checkpoint, standin = entry.checkpoint()
+    if standin and not entry.root.local_path:
+        from gpu_workers.standins import build_standin
+
+        build_standin(entry.root.architecture, checkpoint, seed=entry.root.standin_seed)
+    return checkpoint, standin
+
+
+def _run_captioning(batch, entry, items, options):
+    from gpu_workers.runner import run_captioning_batch
+
+    checkpoint, standin = _ensure_checkpoint(entry)
+    runner_items = [
+        {"item_id": item.id, "image_path": item.image.path, "references": item.references,
+         "objects": item.reference_objects}
+        for item in items
+    ]
+    result = run_captioning_batch(checkpoint, runner_items, options, adapter=entry.adapter_path or None)
+    result["report"]["manifest"] = worker_manifest(checkpoint, entry.adapter_path or None)
+    outputs = []
+    for out in result["outputs"]:
+        outputs.append({
+            "item_id": out["item_id"],
+            "output": {"text": out["text"], "entities": out["entities"], "raw": out.get("raw", "")},
+            "metrics": {key: out.get(key) for key in ("similarity", "phrase_similarity", "latency_s")},
+        })
+    return outputs, result["report"], standin
+
+
+def _run_generation(batch, entry, items, options, output_dir):
+    from gpu_workers.runner import run_generation_batch
+
+    checkpoint, standin = _ensure_checkpoint(entry)
+    judge = ModelEntry.objects.filter(judge=True).order_by("slug").first()
+    if judge is None:
+        raise ValueError("no judge captioner in the catalog; mark a captioning entry with judge=true")
+    judge_checkpoint, judge_standin = _ensure_checkpoint(judge)
+
+    runner_items = [
+        {"item_id": item.id, "prompt": item.prompt, "seed": options["seed"] + item.position}
+        for item in items
+    ]
+    result = run_generation_batch(checkpoint, judge_checkpoint, runner_items, options, output_dir,
+                                  adapter=entry.adapter_path or None)
+    result["report"]["manifest"] = worker_manifest(checkpoint, entry.adapter_path or None, judge_checkpoint)
+    outputs = []
+    for out in result["outputs"]:
+        outputs.append({
+            "item_id": out["item_id"],
+            "image_path": out["image_path"],
+            "output": {"prompt": out["prompt"], "seed": out["seed"], "settings": out.get("settings", {}),
+                       "judge_caption": out.get("judge_caption", ""), "judge": judge.slug,
+                       "truncated": out.get("truncated", False)},
+            "metrics": {key: out.get(key) for key in ("adherence", "blank", "latency_s", "clip_score")},
+        })
+    return outputs, result["report"], standin or judge_standin
+
+
+@shared_task(
+    bind=True, name="tasks.comparison.run_batch", acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, retry_backoff_max=60, retry_jitter=True,
+    max_retries=8,
+)
+def run_batch(self, batch_id):
+    """Run one batch of one model on its items and store one result per item."""
+    started = time.monotonic()
+    try:
+        batch = actions.claim_batch(batch_id, self.request.hostname or "worker")
+    except actions.BatchAttemptsExceeded:
+        return
+    if batch is None:
+        logger.info("batch %s: nothing to do (finished, cancelled or job ended)", batch_id)
+        return
+
+    job, entry = batch.job, batch.model
+    logger.info("job %s batch %s (%s, %d items) started, attempt %d",
+                job.id, batch.index, entry.slug, batch.size, batch.attempts)
+    items = list(SuiteItem.objects.filter(id__in=batch.item_ids).order_by("position"))
+    options = _runner_options(entry, job)
+
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"versus-batch-{batch.id}-") as output_dir:
+            if entry.task == "captioning":
+                outputs, report, standin = _run_captioning(batch, entry, items, options)
+            else:
+                outputs, report, standin = _run_generation(batch, entry, items, options, output_dir)
+            report["standin"] = standin
+            completed = actions.store_batch_results(batch, outputs, report)
+    except TRANSIENT_ERRORS:
+        logger.warning("job %s batch %s: database unavailable, retrying", job.id, batch.index)
+        raise
+    except SoftTimeLimitExceeded:
+        actions.fail_batch(batch.id, "batch exceeded its time limit (VERSUS_BATCH_TIME_LIMIT); "
+                                     "lower batch_size or raise the limit")
+        return
+    except DatabaseError:
+        logger.exception("job %s batch %s: database error", job.id, batch.index)
+        raise
+    except Exception as exc:  # a model or input error: permanent for this batch
+        logger.exception("job %s batch %s failed", job.id, batch.index)
+        actions.fail_batch(batch.id, f"{type(exc).__name__}: {exc}")
+        return
+
+    logger.info("job %s batch %s finished in %.2fs (inference %.2fs, peak memory %s bytes)",
+                job.id, batch.index, time.monotonic() - started,
+                report.get("inference_time_s", 0.0), report.get("peak_memory_bytes"))
+    if completed and actions.pending_batches(job.id) == 0:
+        finalize_job.delay(str(job.id))
+
+
+@shared_task(
+    bind=True, name="tasks.comparison.finalize_job", acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, retry_backoff_max=60, max_retries=8,
+)
+def finalize_job(self, job_id):
+    """Aggregate metrics, update rankings and verdicts, and mark the job succeeded, once."""
+    from backend.evaluation.services import finalize_comparison
+
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.is_terminal:
+        return
+    if actions.pending_batches(job.id):
+        logger.info("job %s: finalize skipped, batches still pending", job_id)
+        return
+    finalize_comparison(job.id)
