@@ -19,3 +19,10 @@ app.conf.task_routes = {
     "tasks.finetune.*": {"queue": "gpu"},
 }
 app.conf.include = ["tasks.comparison", "tasks.finetune", "tasks.webhooks", "tasks.maintenance"]
+
+# Periodic work for `celery -A backend beat`: resume batches whose broker message or worker was
+# lost, and send webhook deliveries whose next attempt is due (retry times live in the database).
+app.conf.beat_schedule = {
+    "sweep-stalled-jobs": {"task": "tasks.maintenance.sweep_stalled_jobs", "schedule": 60.0},
+    "dispatch-due-webhooks": {"task": "tasks.webhooks.dispatch_due", "schedule": 10.0},
+}

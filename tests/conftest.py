@@ -14,15 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-# Test runs keep their files (database, media, stand-in checkpoints) apart from the demo's.
-os.environ.setdefault("VERSUS_VAR_DIR", str(ROOT / "var" / "test"))
-os.environ.setdefault("VERSUS_STANDIN_DIR", str(ROOT / "var" / "test" / "standins"))
-os.environ.setdefault("VERSUS_THROTTLE_ANON", "100000/min")
-os.environ.setdefault("VERSUS_THROTTLE_USER", "100000/min")
-os.environ.setdefault("VERSUS_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from tests.testenv import ROOT  # noqa: F401  (also loaded early by pytest.ini)
+
 
 
 def database_url_for_worker(settings_dict):

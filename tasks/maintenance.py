@@ -1,0 +1,80 @@
+"""Periodic housekeeping: find work whose broker message or worker was lost, and resume it.
+
+The broker only carries ids, so anything lost with it (a Redis restart without persistence,
+a worker killed past the visibility timeout) is visible in the database as a batch that
+stays queued or running too long. ``sweep_stalled_jobs`` runs every minute from Celery beat
+(see ``backend/celery.py``).
+"""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from backend.jobs.models import Batch, BatchState, Job, JobKind, JobState
+
+logger = logging.getLogger(__name__)
+
+
+def requeue_after():
+    """Seconds a batch may wait in ``queued`` before its message counts as lost."""
+    return getattr(settings, "VERSUS_REQUEUE_AFTER", 900)
+
+
+def running_grace():
+    """Seconds past the batch time limit after which a ``running`` batch counts as orphaned."""
+    return settings.CELERY_TASK_TIME_LIMIT + getattr(settings, "VERSUS_RUNNING_GRACE", 120)
+
+
+def sweep_once(now=None):
+    """Re-enqueue lost batches and finalize jobs whose finalize message was lost.
+
+    Returns counts of what it did. Safe to run from several beat processes at once: each
+    re-enqueue is guarded by a conditional update, and a duplicate delivery of a batch is
+    harmless (results are upserted and the claim counts attempts).
+    """
+    from tasks.comparison import finalize_job, run_batch
+
+    now = now or timezone.now()
+    active_jobs = Job.objects.filter(
+        kind=JobKind.COMPARISON, state__in=[JobState.QUEUED, JobState.RUNNING], cancel_requested=False,
+    )
+    counts = {"requeued_queued": 0, "requeued_running": 0, "finalized": 0}
+
+    stale_queued = Batch.objects.filter(
+        job__in=active_jobs, state=BatchState.QUEUED, queued_at__lt=now - timedelta(seconds=requeue_after()),
+    )
+    for batch_id, queued_at in stale_queued.values_list("id", "queued_at"):
+        if Batch.objects.filter(pk=batch_id, state=BatchState.QUEUED, queued_at=queued_at).update(queued_at=now):
+            run_batch.delay(batch_id)
+            counts["requeued_queued"] += 1
+
+    orphaned = Batch.objects.filter(
+        job__in=active_jobs, state=BatchState.RUNNING,
+        started_at__lt=now - timedelta(seconds=running_grace()),
+    )
+    for batch_id, started_at in orphaned.values_list("id", "started_at"):
+        if Batch.objects.filter(pk=batch_id, state=BatchState.RUNNING, started_at=started_at).update(
+                state=BatchState.QUEUED, queued_at=now):
+            run_batch.delay(batch_id)
+            counts["requeued_running"] += 1
+
+    complete = active_jobs.annotate(
+        open_batches=Count("batches", filter=~Q(batches__state=BatchState.SUCCEEDED)),
+        all_batches=Count("batches"),
+    ).filter(open_batches=0, all_batches__gt=0)
+    for job_id in complete.values_list("id", flat=True):
+        finalize_job.delay(str(job_id))
+        counts["finalized"] += 1
+
+    if any(counts.values()):
+        logger.warning("sweep re-enqueued work: %s", counts)
+    return counts
+
+
+@shared_task(name="tasks.maintenance.sweep_stalled_jobs", ignore_result=True)
+def sweep_stalled_jobs():
+    return sweep_once()
