@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "backend.api.middleware.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,7 +113,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env("VERSUS_STATIC_ROOT", default=str(VAR_DIR / "static")))
 MEDIA_URL = env("VERSUS_MEDIA_URL", default="/media/")
 MEDIA_ROOT = Path(env("VERSUS_MEDIA_ROOT", default=str(VAR_DIR / "media")))
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
 
 # Upload and request body limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("VERSUS_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)
@@ -130,13 +132,19 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "backend.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "backend.api.throttles.AnonThrottle",
+        "backend.api.throttles.UserThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env("VERSUS_THROTTLE_ANON", default="120/min"),
         "user": env("VERSUS_THROTTLE_USER", default="1200/min"),
+        # Password attempts per client address, counted before authentication.
+        "login": env("VERSUS_THROTTLE_LOGIN", default="10/min"),
     },
+    # Proxies in front of Django that append to X-Forwarded-For. With 0 anonymous clients are
+    # identified by REMOTE_ADDR; DRF's default (None) trusts the whole header, which lets a
+    # client pick a new identity, and a fresh rate allowance, on every request.
+    "NUM_PROXIES": env.int("VERSUS_NUM_PROXIES", default=0),
 }
 
 # Tokens are stored hashed by knox; VERSUS_TOKEN_TTL_HOURS=0 makes them never expire.
@@ -152,35 +160,66 @@ SPECTACULAR_SETTINGS = {
     "verdicts, fine-tunes and webhooks.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # OpenAPI 3.1 describes outgoing webhooks, so the event payloads appear in the schema.
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": [
+        f"backend.webhooks.schema.{name}"
+        for name in ("evaluation_completed", "job_failed", "job_cancelled", "finetune_completed",
+                     "verdict_published", "ranking_changed", "ping")
+    ],
 }
 
 # Celery. The database holds job and batch state; the broker only carries ids.
+# A batch is killed after VERSUS_BATCH_TIME_LIMIT seconds; the soft limit before it lets the
+# task record a clear error. Both stay below the broker's visibility timeout.
+CELERY_TASK_TIME_LIMIT = env.int("VERSUS_BATCH_TIME_LIMIT", default=1800)
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - max(1, min(60, CELERY_TASK_TIME_LIMIT // 10)))
+VISIBILITY_TIMEOUT = env.int("VERSUS_VISIBILITY_TIMEOUT", default=2 * CELERY_TASK_TIME_LIMIT)
+if VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"VERSUS_VISIBILITY_TIMEOUT={VISIBILITY_TIMEOUT} must exceed VERSUS_BATCH_TIME_LIMIT="
+        f"{CELERY_TASK_TIME_LIMIT}, or Redis re-delivers batches that are still running"
+    )
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for sub in ("out", "processed"):
+    for sub in ("out", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "out"),
         "data_folder_out": str(BROKER_DIR / "out"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 else:
-    # The visibility timeout must exceed the longest batch (CELERY_TASK_TIME_LIMIT), or
-    # Redis re-delivers a batch that is still running.
+    # Redis re-delivers an unacknowledged message after the visibility timeout, so it must
+    # exceed the longest batch (CELERY_TASK_TIME_LIMIT) or a running batch is delivered twice.
+    # kombu scans for expired unacknowledged messages every interval * throttle seconds
+    # (10 * 10 by default); a throttle of 1 brings a killed worker's batch back within
+    # about ten seconds of its visibility timeout. The socket options make a worker notice a
+    # restarted Redis instead of waiting on a dead connection.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("VERSUS_VISIBILITY_TIMEOUT", default=3600),
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
     }
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_TIME_LIMIT = env.int("VERSUS_BATCH_TIME_LIMIT", default=1800)
-CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers reconnect to a restarted broker forever instead of exiting after 100 tries.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
+                                    "interval_max": 2}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
@@ -192,10 +231,17 @@ VERSUS_USE_STANDINS = env.bool("VERSUS_USE_STANDINS", default=True)
 VERSUS_DEVICE = env("VERSUS_DEVICE", default="") or None
 VERSUS_BATCH_SIZE = env.int("VERSUS_BATCH_SIZE", default=4)
 VERSUS_MAX_BATCH_ATTEMPTS = env.int("VERSUS_MAX_BATCH_ATTEMPTS", default=3)
+# The periodic sweep re-enqueues a batch left queued this long (its message was lost with the
+# broker) or left running this long past the time limit (its worker died).
+VERSUS_REQUEUE_AFTER = env.int("VERSUS_REQUEUE_AFTER", default=900)
+VERSUS_RUNNING_GRACE = env.int("VERSUS_RUNNING_GRACE", default=120)
+VERSUS_SWEEP_INTERVAL = env.float("VERSUS_SWEEP_INTERVAL", default=60.0)
 
 # Webhooks: hosts allowed despite resolving to private or loopback addresses (local dev, tests).
 VERSUS_WEBHOOK_ALLOWED_HOSTS = env.list("VERSUS_WEBHOOK_ALLOWED_HOSTS", default=[])
+# Django serves media and static files itself unless a front server does (set both to 0 then).
 VERSUS_SERVE_MEDIA = env.bool("VERSUS_SERVE_MEDIA", default=True)
+VERSUS_SERVE_STATIC = env.bool("VERSUS_SERVE_STATIC", default=True)
 
 LOG_LEVEL = env("VERSUS_LOG_LEVEL", default="INFO")
 LOGGING = {
@@ -213,12 +259,32 @@ LOGGING = {
     },
 }
 
-# Production hardening, on whenever DEBUG is off and not explicitly disabled.
-if not DEBUG and env.bool("VERSUS_SECURE", default=False):
+# Production hardening (VERSUS_SECURE=1): HTTPS only, secure cookies, HSTS, and secrets that
+# must come from the environment. `manage.py check --deploy` reports no issues with it.
+VERSUS_SECURE = env.bool("VERSUS_SECURE", default=False)
+if VERSUS_SECURE:
+    if DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_DEBUG=1 and VERSUS_SECURE=1 are both set; debug pages show settings and "
+            "source code, so unset DJANGO_DEBUG in production."
+        )
+    if not env("DJANGO_SECRET_KEY", default="").strip():
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set; with VERSUS_SECURE=1 the secret key must come from "
+            "the environment. Generate one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
     SECURE_SSL_REDIRECT = True
+    # Trusts X-Forwarded-Proto, so the TLS-terminating proxy must set or overwrite it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("VERSUS_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    # Throttle counts must be shared by all web processes (see backend/api/throttles.py).
+    if env("VERSUS_CACHE_URL", default=""):
+        CACHES = {"default": env.cache_url("VERSUS_CACHE_URL")}
+    # Schema generation warnings (drf_spectacular.W001/W002) are API documentation lint, not
+    # deployment problems; `manage.py check --deploy` without VERSUS_SECURE still lists them.
+    SPECTACULAR_SETTINGS["ENABLE_DJANGO_DEPLOY_CHECK"] = False

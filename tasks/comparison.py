@@ -145,7 +145,7 @@ def run_batch(self, batch_id):
                 job.id, batch.index, time.monotonic() - started,
                 report.get("inference_time_s", 0.0), report.get("peak_memory_bytes"))
     if completed and actions.pending_batches(job.id) == 0:
-        finalize_job.delay(str(job.id))
+        enqueue_finalize(job.id)
 
 
 @shared_task(
@@ -163,3 +163,18 @@ def finalize_job(self, job_id):
         logger.info("job %s: finalize skipped, batches still pending", job_id)
         return
     finalize_comparison(job.id)
+
+
+def enqueue_batch(batch_id):
+    """Send ``run_batch`` for one batch, leaving its time limits to the consuming worker.
+
+    Celery copies the publisher's configured time limits into each message, so a web server
+    configured with another VERSUS_BATCH_TIME_LIMIT than the gpu workers would override
+    theirs. Sending None makes each worker apply its own limit, which it keeps below its
+    broker visibility timeout.
+    """
+    run_batch.apply_async((batch_id,), time_limit=None, soft_time_limit=None)
+
+
+def enqueue_finalize(job_id):
+    finalize_job.apply_async((str(job_id),), time_limit=None, soft_time_limit=None)

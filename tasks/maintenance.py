@@ -36,7 +36,7 @@ def sweep_once(now=None):
     re-enqueue is guarded by a conditional update, and a duplicate delivery of a batch is
     harmless (results are upserted and the claim counts attempts).
     """
-    from tasks.comparison import finalize_job, run_batch
+    from tasks.comparison import enqueue_batch, enqueue_finalize
 
     now = now or timezone.now()
     active_jobs = Job.objects.filter(
@@ -49,7 +49,7 @@ def sweep_once(now=None):
     )
     for batch_id, queued_at in stale_queued.values_list("id", "queued_at"):
         if Batch.objects.filter(pk=batch_id, state=BatchState.QUEUED, queued_at=queued_at).update(queued_at=now):
-            run_batch.delay(batch_id)
+            enqueue_batch(batch_id)
             counts["requeued_queued"] += 1
 
     orphaned = Batch.objects.filter(
@@ -59,7 +59,7 @@ def sweep_once(now=None):
     for batch_id, started_at in orphaned.values_list("id", "started_at"):
         if Batch.objects.filter(pk=batch_id, state=BatchState.RUNNING, started_at=started_at).update(
                 state=BatchState.QUEUED, queued_at=now):
-            run_batch.delay(batch_id)
+            enqueue_batch(batch_id)
             counts["requeued_running"] += 1
 
     complete = active_jobs.annotate(
@@ -67,7 +67,7 @@ def sweep_once(now=None):
         all_batches=Count("batches"),
     ).filter(open_batches=0, all_batches__gt=0)
     for job_id in complete.values_list("id", flat=True):
-        finalize_job.delay(str(job_id))
+        enqueue_finalize(job_id)
         counts["finalized"] += 1
 
     if any(counts.values()):

@@ -18,6 +18,14 @@ from tests.testenv import ROOT  # noqa: F401  (also loaded early by pytest.ini)
 
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """MD5 instead of PBKDF2 for test personas: hashing speed is not under test."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def database_url_for_worker(settings_dict):
     """Rebuild a DATABASE_URL that points a child process at the current test database."""
     engine = settings_dict["ENGINE"]
@@ -100,8 +108,9 @@ def api(owner):
 class WorkerProcess:
     """A ``celery worker`` child process consuming both queues on the test database."""
 
-    def __init__(self, env, name, queues="gpu,default", concurrency=1):
+    def __init__(self, env, name, queues="gpu,default", concurrency=1, extra_args=()):
         self.env, self.name, self.queues, self.concurrency = env, name, queues, concurrency
+        self.extra_args = list(extra_args)
         self.process = None
         log_dir = Path(os.environ["VERSUS_VAR_DIR"]) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -112,11 +121,16 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "backend", "worker", "-Q", self.queues,
              "--concurrency", str(self.concurrency), "--loglevel", "INFO",
-             "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle"],
+             "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle",
+             *self.extra_args],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.process is None or self.process.poll() is not None:
@@ -156,11 +170,49 @@ def worker_env(django_db_setup, django_db_blocker, standins):
 
 
 @pytest.fixture(scope="session")
-def worker(worker_env):
-    """One worker for the session, consuming the gpu and default queues."""
-    process = WorkerProcess(worker_env, "test-worker").start()
-    yield process
-    process.stop()
+def shared_worker(worker_env):
+    handle = WorkerProcess(worker_env, "test-worker")
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def worker(shared_worker):
+    """The session's worker, consuming the gpu and default queues; started on first use."""
+    if not shared_worker.running:
+        shared_worker.start()
+    return shared_worker
+
+
+@pytest.fixture
+def start_worker(shared_worker, worker_env):
+    """Stop the shared worker and return a factory for workers this test controls.
+
+    The broker is emptied first, so no message of an earlier test reaches these workers.
+    Every worker started here is killed at the end of the test.
+    """
+    shared_worker.stop()
+    purge_broker(worker_env["CELERY_BROKER_URL"])
+    started = []
+
+    def start(name="fault-worker", queues="gpu,default", extra_args=(), **overrides):
+        env = dict(worker_env)
+        env.update({key: str(value) for key, value in overrides.items()})
+        process = WorkerProcess(env, name, queues=queues, extra_args=extra_args).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGKILL)
+    purge_broker(worker_env["CELERY_BROKER_URL"])
+
+
+def purge_broker(url):
+    if url.startswith("redis://"):
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
 
 
 def wait_for_job(url, headers, timeout=300, states=("succeeded", "failed", "cancelled"), worker=None):

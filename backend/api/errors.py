@@ -6,6 +6,9 @@ clients can highlight inputs.
 
 import logging
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -59,6 +62,10 @@ def exception_handler(exc, context):
             fields.setdefault(label, []).append(text)
             messages.append(f"{label}: {text}" if path and path != "non_field_errors" else text)
         body = {"code": "invalid", "message": " ".join(messages), "fields": fields}
+    elif isinstance(exc, Http404):
+        body = {"code": "not_found", "message": str(exc) or "Not found.", "fields": {}}
+    elif isinstance(exc, DjangoPermissionDenied):
+        body = {"code": "permission_denied", "message": str(exc) or "Permission denied.", "fields": {}}
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 
 
@@ -19,7 +20,12 @@ class Architecture(models.TextChoices):
 class ModelEntry(models.Model):
     """A model users can compare: a checkpoint, optionally with a LoRA adapter on a base entry."""
 
-    slug = models.SlugField(max_length=120, unique=True)
+    slug = models.CharField(
+        max_length=120, unique=True,
+        validators=[RegexValidator(
+            r"^[-a-zA-Z0-9_.]+$", "Use only letters, digits, hyphens, underscores and dots.")],
+        help_text="Letters, digits, hyphens, underscores and dots; used in URLs and the API.",
+    )
     name = models.CharField(max_length=200)
     task = models.CharField(max_length=20, choices=Task.choices)
     architecture = models.CharField(max_length=20, choices=Architecture.choices)

@@ -55,9 +55,9 @@ def sample_items(items, limit, seed):
     quotas = {}
     remainders = []
     for category, members in by_category.items():
-        exact = limit * len(members) / len(items)
-        quotas[category] = int(exact)
-        remainders.append((exact - int(exact), category))
+        # Integer arithmetic, so equal remainders tie exactly and fall back to category order.
+        quotas[category], remainder = divmod(limit * len(members), len(items))
+        remainders.append((remainder, category))
     for _, category in sorted(remainders, key=lambda pair: (-pair[0], pair[1]))[: limit - sum(quotas.values())]:
         quotas[category] += 1
 
@@ -84,8 +84,6 @@ def plan_batches(entries, suite, options):
 
 def submit_comparison(owner, entries, suite, options):
     """Create a comparison job with its batches and enqueue the batches after commit."""
-    from tasks.comparison import run_batch
-
     plan = plan_batches(entries, suite, options)
     if not plan:
         raise ApiError(
@@ -106,11 +104,30 @@ def submit_comparison(owner, entries, suite, options):
             for index, (entry, ids) in enumerate(plan)
         )
         batch_ids = [batch.id for batch in Batch.objects.filter(job=job).order_by("index")]
-        transaction.on_commit(lambda: [run_batch.delay(batch_id) for batch_id in batch_ids])
+        transaction.on_commit(lambda: enqueue_batches(job.id, batch_ids))
 
     logger.info("job %s submitted by %s: models=%s suite=%s items=%d batches=%d",
                 job.id, owner, job.model_order, suite.slug, job.progress_total, len(batches))
     return job
+
+
+def enqueue_batches(job_id, batch_ids):
+    """Send one run_batch message per batch; a broker outage leaves them to the sweep.
+
+    The job and its batches are already committed as queued, so a failed publish loses
+    nothing: ``tasks.maintenance.sweep_stalled_jobs`` re-enqueues batches that stay queued.
+    """
+    from kombu.exceptions import OperationalError as BrokerError
+
+    from tasks.comparison import enqueue_batch
+
+    for batch_id in batch_ids:
+        try:
+            enqueue_batch(batch_id)
+        except BrokerError:
+            logger.exception("job %s: could not enqueue batch %s; the sweep will retry it",
+                             job_id, batch_id)
+            return
 
 
 def claim_batch(batch_id, worker):
@@ -263,3 +280,42 @@ __all__ = [
     "finish_job", "job_summary", "jobs_visible_to", "pending_batches", "plan_batches",
     "refresh_progress", "sample_items", "store_batch_results", "submit_comparison",
 ]
+
+
+def retry_failed_batches(job):
+    """Requeue the unfinished batches of a failed comparison job and set it running again.
+
+    A failed batch fails its whole job and cancels the job's queued batches, so both the
+    failed and the cancelled batches go back to ``queued`` with their attempt count reset;
+    succeeded batches and their results stay. Returns the number of requeued batches.
+    Raises ApiError (409) unless the job is a failed comparison.
+    """
+    from tasks.comparison import enqueue_finalize
+
+    if job.kind != JobKind.COMPARISON:
+        raise ApiError(f"Job {job.id} is a {job.kind} job; only comparison batches can be retried.",
+                       code="conflict", status_code=409)
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job.pk, state=JobState.FAILED).update(
+            state=JobState.RUNNING, error="", finished_at=None, cancel_requested=False,
+            heartbeat_at=timezone.now(),
+        )
+        if not changed:
+            job.refresh_from_db()
+            raise ApiError(f"Job {job.id} is {job.state}; only failed jobs can retry their batches.",
+                           code="conflict", status_code=409)
+        retry = Batch.objects.filter(job=job, state__in=[BatchState.FAILED, BatchState.CANCELLED])
+        batch_ids = list(retry.order_by("index").values_list("id", flat=True))
+        retry.update(state=BatchState.QUEUED, attempts=0, error="", worker="",
+                     started_at=None, finished_at=None)
+        if batch_ids:
+            transaction.on_commit(lambda: enqueue_batches(job.id, batch_ids))
+        else:
+            # Every batch succeeded and the job failed later, while scoring: score it again.
+            transaction.on_commit(lambda: enqueue_finalize(job.id))
+    job.refresh_from_db()
+    logger.info("job %s: %d failed or cancelled batches requeued", job.id, len(batch_ids))
+    return len(batch_ids)
+
+
+__all__ += ["retry_failed_batches"]

@@ -53,7 +53,7 @@ class ModelEntrySerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelEntry
         fields = [
-            "slug", "name", "task", "architecture", "source", "local_path", "base", "parameter_count",
+            "slug", "name", "task", "architecture", "source", "base", "parameter_count",
             "license", "pricing", "capabilities", "default_options", "downloads", "likes",
             "integrations", "supports_lora", "supports_quantization", "open_weights", "is_standin",
             "judge", "score", "created_at",

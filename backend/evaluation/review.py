@@ -1,0 +1,116 @@
+"""Staff review of verdicts: approve (optionally with edited text) or reject.
+
+A verdict starts as ``draft``. Only an approved verdict is public, and only approval emits
+the ``verdict.published`` webhook event, written in the same transaction as the state change.
+Both functions are conditional UPDATEs keyed on the review state and on the generated text
+the reviewer read: two reviewers racing, or a new job regenerating the text meanwhile, make
+the later call raise ``ReviewConflict`` instead of overwriting.
+"""
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from .models import Verdict, VerdictState
+
+logger = logging.getLogger(__name__)
+
+# A rejected verdict can still be approved, and a published one can be withdrawn by rejecting it.
+APPROVABLE_STATES = (VerdictState.DRAFT, VerdictState.REJECTED)
+REJECTABLE_STATES = (VerdictState.DRAFT, VerdictState.APPROVED)
+
+
+class ReviewConflict(Exception):
+    """The verdict changed state or generated text since the reviewer loaded it."""
+
+
+def approve_verdict(verdict, reviewer, text=None, note=""):
+    """Publish a verdict, replacing its text with ``text`` when given, and emit ``verdict.published``.
+
+    Editing the text needs a ``note`` saying why, so the published wording can be traced
+    back to the generated one. Raises ValueError for an empty text or an edit without a
+    note, and ReviewConflict when the verdict is no longer draft or rejected or its
+    generated text changed. Returns the verdict, refreshed from the database.
+    """
+    note = (note or "").strip()
+    new_text = verdict.text if text is None else text.strip()
+    if not new_text:
+        raise ValueError(f"Verdict {verdict.pk}: the text is empty; keep the generated text or write one.")
+    edited = new_text != verdict.text.strip()
+    if edited and not note:
+        raise ValueError(f"Verdict {verdict.pk}: the text was edited but the review note is empty; "
+                         "say why the text changed.")
+
+    with transaction.atomic():
+        _conditional_update(verdict, APPROVABLE_STATES, reviewer,
+                            state=VerdictState.APPROVED, text=new_text, review_note=note)
+        verdict.refresh_from_db()
+        _emit_published(verdict)
+
+    logger.info("verdict %s (%s) approved by %s%s", verdict.pk, verdict, reviewer,
+                " with edited text" if edited else "")
+    return verdict
+
+
+def reject_verdict(verdict, reviewer, note):
+    """Reject a draft verdict, or withdraw a published one, with a ``note`` giving the reason.
+
+    Raises ValueError for an empty note and ReviewConflict when the verdict is already
+    rejected or its generated text changed. Returns the verdict, refreshed from the database.
+    """
+    note = (note or "").strip()
+    if not note:
+        raise ValueError(f"Verdict {verdict.pk}: a rejection needs a review note saying why.")
+
+    with transaction.atomic():
+        _conditional_update(verdict, REJECTABLE_STATES, reviewer,
+                            state=VerdictState.REJECTED, review_note=note)
+        verdict.refresh_from_db()
+
+    logger.info("verdict %s (%s) rejected by %s", verdict.pk, verdict, reviewer)
+    return verdict
+
+
+def verdict_event_data(verdict):
+    """Payload of the ``verdict.published`` event."""
+    return {
+        "id": verdict.pk,
+        "model_a": verdict.model_a.slug,
+        "model_b": verdict.model_b.slug,
+        "leader": verdict.leader.slug if verdict.leader_id else None,
+        "text": verdict.text,
+        "edited": verdict.text != verdict.generated_text,
+        "review_note": verdict.review_note,
+        "reviewed_by": verdict.reviewed_by.get_username() if verdict.reviewed_by_id else None,
+        "reviewed_at": verdict.reviewed_at.isoformat() if verdict.reviewed_at else None,
+        "job": str(verdict.job_id) if verdict.job_id else None,
+        "standin": bool(verdict.structured.get("standin")),
+        "page_url": f"/compare/{verdict.model_a.slug}/{verdict.model_b.slug}/",
+    }
+
+
+def _emit_published(verdict):
+    # Imported here so this module loads even where the webhooks app is not importable yet.
+    from backend.webhooks.actions import emit_event
+
+    emit_event("verdict.published", verdict_event_data(verdict))
+
+
+def _conditional_update(verdict, from_states, reviewer, **fields):
+    now = timezone.now()
+    updated = Verdict.objects.filter(
+        pk=verdict.pk, state__in=from_states, generated_text=verdict.generated_text,
+    ).update(**fields, reviewed_by=reviewer, reviewed_at=now, updated_at=now)
+    if updated:
+        return
+
+    current = Verdict.objects.filter(pk=verdict.pk).values("state", "generated_text").first()
+    if current is None:
+        raise ReviewConflict(f"Verdict {verdict.pk} no longer exists.")
+    if current["generated_text"] != verdict.generated_text:
+        raise ReviewConflict(f"Verdict {verdict.pk} was regenerated by a newer job while you reviewed "
+                             "it; reload it and review the new text.")
+    allowed = " or ".join(str(state) for state in from_states)
+    raise ReviewConflict(f"Verdict {verdict.pk} is already {current['state']}; only a {allowed} "
+                         "verdict can take this review step. Reload it to see the current review.")

@@ -1,0 +1,106 @@
+"""Image helpers: loading files, converting any mode to RGB, detecting blank output, saving PNGs."""
+
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Transparent pixels are shown on white, the usual background of cut-out images and icons.
+BACKGROUND = (255, 255, 255)
+
+# An image whose every channel has a standard deviation below this (on the 0-255 scale) is
+# treated as blank: a flat color such as a black safety-filter output or a failed decode.
+BLANK_STD_THRESHOLD = 2.0
+
+# Threads that decode image files; Pillow releases the GIL while decoding.
+LOAD_THREADS = min(4, os.cpu_count() or 1)
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_load_pool = ThreadPoolExecutor(max_workers=LOAD_THREADS, thread_name_prefix="image-load")
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def load_image(path) -> Image.Image:
+    """Read an image file, apply its EXIF orientation, and return it in its own mode.
+
+    Raises FileNotFoundError when ``path`` does not exist and ValueError when it is not an
+    image Pillow can read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"{path} is not an image file Pillow can read") from exc
+    return image
+
+
+def load_images(paths) -> list[Image.Image]:
+    """Return ``load_image(path)`` for each path, in order, decoding a few files at a time in threads."""
+    paths = list(paths)
+    if len(paths) < 2:
+        return [load_image(path) for path in paths]
+    return list(_load_pool.map(load_image, paths))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` as an 8-bit RGB image.
+
+    Transparent areas are composited onto white. 16-bit grayscale ("I;16") is scaled from
+    0-65535 to 0-255. 32-bit integer ("I") images are scaled the same way when a value exceeds
+    255 and used as 8-bit values otherwise; float ("F") images are read as 0-1 when their
+    maximum is at most 1 and as 0-255 otherwise. Raises ValueError for a mode Pillow cannot
+    convert to RGB.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        return _composite_on_background(image.convert("RGBA"))
+    if mode in _SIXTEEN_BIT_MODES or mode in {"I", "F"}:
+        return Image.fromarray(_to_uint8(np.asarray(image), mode), mode="L").convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise ValueError(f"cannot convert image mode {mode!r} to RGB; save the image as RGB or grayscale") from exc
+
+
+def is_blank(image: Image.Image, threshold: float = BLANK_STD_THRESHOLD) -> bool:
+    """Return whether every RGB channel of ``image`` is nearly constant (std below ``threshold``)."""
+    pixels = np.asarray(to_rgb(image), dtype=np.float32)  # (H, W, 3)
+    return bool(pixels.reshape(-1, 3).std(axis=0).max() < threshold)
+
+
+def save_png(image: Image.Image, path) -> Path:
+    """Write ``image`` as PNG to ``path`` through a temporary file, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as output:
+            image.save(output, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _composite_on_background(rgba: Image.Image) -> Image.Image:
+    background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    values = values.astype(np.float64)
+    if mode in _SIXTEEN_BIT_MODES or (mode == "I" and values.max(initial=0) > 255):
+        values = values / 257.0  # 65535 / 257 == 255
+    elif mode == "F" and values.max(initial=0) <= 1.0:
+        values = values * 255.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
