@@ -237,6 +237,14 @@ VERSUS_REQUEUE_AFTER = env.int("VERSUS_REQUEUE_AFTER", default=900)
 VERSUS_RUNNING_GRACE = env.int("VERSUS_RUNNING_GRACE", default=120)
 VERSUS_SWEEP_INTERVAL = env.float("VERSUS_SWEEP_INTERVAL", default=60.0)
 
+# Fine-tunes (see backend/finetunes/conf.py for what each one means).
+VERSUS_FINETUNE_QUEUE = env("VERSUS_FINETUNE_QUEUE", default="gpu")
+VERSUS_FINETUNE_LEASE_SECONDS = env.int("VERSUS_FINETUNE_LEASE_SECONDS", default=300)
+VERSUS_FINETUNE_MAX_ATTEMPTS = env.int("VERSUS_FINETUNE_MAX_ATTEMPTS", default=5)
+VERSUS_FINETUNE_TIME_LIMIT = env.int("VERSUS_FINETUNE_TIME_LIMIT", default=24 * 3600)
+VERSUS_FINETUNE_EVALUATION_LIMIT = env.int("VERSUS_FINETUNE_EVALUATION_LIMIT", default=4)
+VERSUS_FINETUNE_VALIDATION_ITEMS = env.int("VERSUS_FINETUNE_VALIDATION_ITEMS", default=2)
+
 # Webhooks: hosts allowed despite resolving to private or loopback addresses (local dev, tests).
 VERSUS_WEBHOOK_ALLOWED_HOSTS = env.list("VERSUS_WEBHOOK_ALLOWED_HOSTS", default=[])
 # Django serves media and static files itself unless a front server does (set both to 0 then).

@@ -70,9 +70,37 @@ def sweep_once(now=None):
         enqueue_finalize(job_id)
         counts["finalized"] += 1
 
+    counts["requeued_finetunes"] = sweep_finetunes(now)
+
     if any(counts.values()):
         logger.warning("sweep re-enqueued work: %s", counts)
     return counts
+
+
+def sweep_finetunes(now):
+    """Re-enqueue fine-tunes whose message was lost or whose worker stopped sending heartbeats.
+
+    A fine-tune still queued after VERSUS_REQUEUE_AFTER, or running with a heartbeat older
+    than twice its lease, gets a new message. The claim's lease makes a duplicate harmless:
+    it waits while the first worker is alive and takes over from the last checkpoint after.
+    """
+    from backend.finetunes import conf as finetune_conf
+    from tasks.finetune import run_finetune
+
+    lease = finetune_conf.setting("VERSUS_FINETUNE_LEASE_SECONDS")
+    stalled = Job.objects.filter(kind=JobKind.FINETUNE, cancel_requested=False).filter(
+        Q(state=JobState.QUEUED, created_at__lt=now - timedelta(seconds=requeue_after()),
+          heartbeat_at__isnull=True)
+        | Q(state=JobState.QUEUED, heartbeat_at__lt=now - timedelta(seconds=requeue_after()))
+        | Q(state=JobState.RUNNING, heartbeat_at__lt=now - timedelta(seconds=2 * lease))
+    )
+    requeued = 0
+    for job_id, heartbeat in stalled.values_list("id", "heartbeat_at"):
+        # Moving the heartbeat marks this sweep's re-enqueue, so the next sweep waits again.
+        if Job.objects.filter(pk=job_id, heartbeat_at=heartbeat).update(heartbeat_at=now):
+            run_finetune.apply_async(args=[str(job_id)], queue=finetune_conf.setting("VERSUS_FINETUNE_QUEUE"))
+            requeued += 1
+    return requeued
 
 
 @shared_task(name="tasks.maintenance.sweep_stalled_jobs", ignore_result=True)

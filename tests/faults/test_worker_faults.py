@@ -170,3 +170,104 @@ def test_redis_restart_mid_job_completes(live_server, catalog, owner, start_work
     final = wait_for_job(job["url"], auth(owner), timeout=300, worker=worker)
     assert final["state"] == "succeeded", final["error"]
     assert_one_result_per_item(job["id"], GENERATORS, 10)
+
+    # The web server publishes again after the restart, and the worker consumes it.
+    second = submit(live_server, owner, GENERATORS, "partiprompts", {"limit": 2, "batch_size": 2})
+    assert wait_for_job(second["url"], auth(owner), timeout=120, worker=worker)["state"] == "succeeded"
+
+
+class TcpProxy:
+    """A loopback TCP proxy whose link can be cut and restored, standing in for a network
+    outage between a worker and PostgreSQL."""
+
+    def __init__(self, target_port):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.connections = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def cut(self):
+        """Drop every open connection and refuse new ones until ``restore``."""
+        import socket
+
+        self.open = False
+        with self.lock:
+            for sock in self.connections:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.connections = []
+
+    def restore(self):
+        self.open = True
+
+    def close(self):
+        self.cut()
+        self.listener.close()
+
+
+def test_database_outage_retries_batch(live_server, catalog, owner, start_worker, worker_env):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the outage is simulated in front of PostgreSQL")
+    proxy = TcpProxy(int(connection.settings_dict.get("PORT") or 5432))
+    try:
+        url = worker_env["DATABASE_URL"].replace(
+            f":{connection.settings_dict.get('PORT') or 5432}/", f":{proxy.port}/")
+        job = submit(live_server, owner, GENERATORS, "partiprompts",
+                     {"limit": 8, "batch_size": 2, "num_inference_steps": 30})
+        worker = start_worker("db-outage", DATABASE_URL=url)
+        wait_until(lambda: Job.objects.get(pk=job["id"]).progress_done >= 2, timeout=120,
+                   message="progress before the outage")
+
+        proxy.cut()
+        time.sleep(4)
+        proxy.restore()
+
+        final = wait_for_job(job["url"], auth(owner), timeout=300, worker=worker)
+    finally:
+        proxy.close()
+
+    assert final["state"] == "succeeded", final["error"]
+    assert_one_result_per_item(job["id"], GENERATORS, 8)
+    assert "database unavailable, retrying" in worker.log_path.read_text()
