@@ -169,7 +169,7 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Celery. The database holds job and batch state; the broker only carries ids.
+# Celery. The database stores job and batch state, and the broker only carries ids.
 # A batch is killed after VERSUS_BATCH_TIME_LIMIT seconds; the soft limit before it lets the
 # task record a clear error. Both stay below the broker's visibility timeout.
 CELERY_TASK_TIME_LIMIT = env.int("VERSUS_BATCH_TIME_LIMIT", default=1800)
@@ -195,8 +195,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # Redis re-delivers an unacknowledged message after the visibility timeout, so it must
     # exceed the longest batch (CELERY_TASK_TIME_LIMIT) or a running batch is delivered twice.
-    # kombu scans for expired unacknowledged messages every interval * throttle seconds
-    # (10 * 10 by default); a throttle of 1 brings a killed worker's batch back within
+    # kombu scans for expired unacknowledged messages every interval * throttle seconds,
+    # which is 100 s by default. A throttle of 1 brings a killed worker's batch back within
     # about ten seconds of its visibility timeout. The socket options make a worker notice a
     # restarted Redis instead of waiting on a dead connection.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -247,6 +247,12 @@ VERSUS_FINETUNE_VALIDATION_ITEMS = env.int("VERSUS_FINETUNE_VALIDATION_ITEMS", d
 
 # Webhooks: hosts allowed despite resolving to private or loopback addresses (local dev, tests).
 VERSUS_WEBHOOK_ALLOWED_HOSTS = env.list("VERSUS_WEBHOOK_ALLOWED_HOSTS", default=[])
+# Seconds to wait after failed attempts 1, 2, ...: 8 attempts over about a day by default.
+VERSUS_WEBHOOK_RETRY_SCHEDULE = env.list(
+    "VERSUS_WEBHOOK_RETRY_SCHEDULE", cast=int, default=[10, 60, 300, 1800, 7200, 21600, 50400])
+VERSUS_WEBHOOK_RETRY_JITTER = env.float("VERSUS_WEBHOOK_RETRY_JITTER", default=0.2)
+VERSUS_WEBHOOK_CONNECT_TIMEOUT = env.float("VERSUS_WEBHOOK_CONNECT_TIMEOUT", default=5.0)
+VERSUS_WEBHOOK_TOTAL_TIMEOUT = env.float("VERSUS_WEBHOOK_TOTAL_TIMEOUT", default=15.0)
 # Django serves media and static files itself unless a front server does (set both to 0 then).
 VERSUS_SERVE_MEDIA = env.bool("VERSUS_SERVE_MEDIA", default=True)
 VERSUS_SERVE_STATIC = env.bool("VERSUS_SERVE_STATIC", default=True)

@@ -32,7 +32,7 @@ _remembered_lock = threading.Lock()
 
 @dataclass
 class ChunkStats:
-    """What ``run_in_chunks`` did: the final chunk size and how many times it halved."""
+    """Counters of one ``run_in_chunks`` call: the final chunk size and the number of halvings."""
 
     batch_size: int = 0
     oom_retries: int = 0
@@ -57,7 +57,7 @@ def run_in_chunks(items: Sequence[T], fn: Callable[[list[T]], list[R]], start_si
     ``fn`` must return one result per item of its chunk. Chunks have ``start_size`` items, or
     fewer when a size remembered for ``memo_key`` is smaller. On an out-of-memory error the
     chunk's partial work is dropped, memory is released and the same items run again at
-    half the size; at size 1 the error propagates. Any other exception propagates at once.
+    half the size. At size 1 the error propagates, and so does any other exception, at once.
     """
     if start_size < 1:
         raise ValueError(f"start_size must be at least 1, got {start_size}")

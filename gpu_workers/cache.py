@@ -1,7 +1,7 @@
 """A process-wide cache of loaded models, so a worker does not reload a model between batches.
 
 The cache is bounded by a memory budget in bytes: adding a model evicts the least recently
-used ones until the models it holds fit. The budget comes from ``set_budget`` (the runners
+used ones until the cached models fit. The budget comes from ``set_budget`` (the runners
 call it with the ``model_cache_bytes`` option), else from the environment variable
 ``VERSUS_MODEL_CACHE_BYTES``, else it is 60% of the GPU's memory (of the RAM without CUDA).
 """
@@ -37,8 +37,8 @@ class ModelCache:
 
     ``budget_bytes`` None means the default budget (see the module docstring), computed on
     first use. ``max_entries`` optionally bounds the number of models as well. A model
-    larger than the whole budget is still kept, alone, because the batch that asked for it
-    cannot run otherwise; a warning says so.
+    larger than the whole budget is still kept, alone, because the batch that requested it
+    cannot run otherwise, and a warning is logged.
 
     Loading happens under the cache's lock, so two threads asking for the same key load the
     model once; a load of another model waits meanwhile.
@@ -128,9 +128,11 @@ class ModelCache:
             if not candidates:
                 break
             over_budget = self.used_bytes() + incoming_bytes > self.budget_bytes
-            # An incoming model counts as one more entry; one that was just added already does.
-            limit = self.max_entries - (1 if keep is None else 0) if self.max_entries else None
-            over_count = limit is not None and len(self._entries) > limit
+            over_count = False
+            if self.max_entries:
+                # A model about to load counts as one more entry; one just added is counted already.
+                incoming_entries = 1 if keep is None else 0
+                over_count = len(self._entries) + incoming_entries > self.max_entries
             if not (over_budget or over_count):
                 break
             victim = candidates[0]

@@ -340,7 +340,7 @@ class Captioner:
     def _phrase_heatmaps(self, pixel_values, input_ids, position_mask, new_tokens) -> list[list[tuple[str, np.ndarray]]]:
         """Return, per row, ``(phrase, heatmap)`` for each phrase right before an ``<object>``.
 
-        The text decoder sees the image only through Q latent embeddings, placed at the
+        The text decoder attends to the image only through Q latent embeddings, placed at the
         positions where ``position_mask`` is 1. A phrase's weight on each latent is its
         tokens' attention to that position, averaged over layers, heads and tokens. Each
         latent is in turn an attention-weighted mix of the vision encoder's patches (the
@@ -409,7 +409,7 @@ class Captioner:
         if cached is not None:
             self._prompts.move_to_end(prompt)
             return cached
-        # The ids do not depend on the image, only on its presence, so a blank one stands in.
+        # The ids depend only on whether an image is present, not on its content, so a blank one is used.
         placeholder = Image.new("RGB", (8, 8))
         encoded = self.processor(text=prompt, images=placeholder, return_tensors="pt")
         tokens = _PromptTokens(encoded["input_ids"][0], encoded["image_embeds_position_mask"][0])

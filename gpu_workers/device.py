@@ -34,7 +34,7 @@ _PROC_MEMINFO = Path("/proc/meminfo")
 
 
 class Precision(NamedTuple):
-    """What a model runs with: the requested name, the compute dtype and the weight quantization."""
+    """The numeric format of a loaded model: the requested name, the compute dtype and the weight quantization."""
 
     name: str
     dtype: torch.dtype

@@ -32,7 +32,7 @@ T5_MAX_SEQUENCE_LENGTH = 256
 StepCallback = Callable[[int, int], None]
 
 # Above this many pixels per image the VAE decodes in overlapping tiles and one image at a
-# time, which bounds its memory; tiles blend at their seams, so pixels differ slightly.
+# time, which bounds its memory. Tiles blend at their seams, so pixels differ slightly.
 VAE_TILING_PIXELS = 1024 * 1024
 
 # Components whose Linear layers int8 quantization replaces; the VAE is convolutional.
@@ -72,8 +72,9 @@ class Generator:
         Components that the checkpoint's model_index.json lists as null (for example a
         pipeline saved without T5) are passed as None, which the pipeline supports.
         ``precision`` takes the values of ``device.resolve_precision``. With "int8" on the CPU
-        the adapter is fused into the weights first and the Linear layers of the transformer
-        and text encoders are quantized; on CUDA the transformer loads through bitsandbytes.
+        the adapter is fused into the weights first, then the Linear layers of the transformer
+        and text encoders are quantized. With "int8" on CUDA the transformer loads through
+        bitsandbytes.
         """
         torch_device, run_precision = resolve_precision(device, precision)
         dtype = run_precision.dtype
@@ -172,7 +173,7 @@ class Generator:
         seed, so an image does not depend on the other prompts in its batch, and the starting
         noise is the same on every device. With ``guidance_scale`` above 1 the pipeline runs
         the prompts and their empty negative prompts as one batch of twice the size
-        (classifier-free guidance); at 1 or below it skips the negative half.
+        (classifier-free guidance). At 1 or below it skips the negative half.
         ``step_callback(step, num_inference_steps)`` is called after each denoising step,
         with ``step`` counting from 1; an exception it raises stops the batch.
         """

@@ -1,7 +1,10 @@
 """Image helpers: loading files, converting any mode to RGB, detecting blank output, saving PNGs."""
 
+import logging
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +20,13 @@ BLANK_STD_THRESHOLD = 2.0
 
 # Threads that decode image files; Pillow releases the GIL while decoding.
 LOAD_THREADS = min(4, os.cpu_count() or 1)
+
+# Decoded images a worker keeps, so the batches of several models over the same suite items
+# decode each file once. VERSUS_IMAGE_CACHE_BYTES sets the budget; 0 turns the cache off.
+IMAGE_CACHE_ENV = "VERSUS_IMAGE_CACHE_BYTES"
+DEFAULT_IMAGE_CACHE_BYTES = 256 * 2**20
+
+logger = logging.getLogger(__name__)
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _load_pool = ThreadPoolExecutor(max_workers=LOAD_THREADS, thread_name_prefix="image-load")
@@ -41,12 +51,85 @@ def load_image(path) -> Image.Image:
     return image
 
 
+class ImageCache:
+    """Least-recently-used decoded images, keyed by resolved path, modification time and size.
+
+    A file that is replaced or touched gets a new key, so it is decoded again. Cached images
+    are shared between callers, which must not modify them.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[tuple, tuple[Image.Image, int]] = OrderedDict()
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def load(self, path) -> Image.Image:
+        """Return ``load_image(path)``, decoding the file only when it is not cached."""
+        path = Path(path)
+        try:
+            stat = path.stat()
+        except OSError:
+            return load_image(path)  # raises FileNotFoundError with the usual message
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry[0]
+        image = load_image(path)
+        size = image.width * image.height * len(image.getbands())
+        if size <= self.budget_bytes:
+            with self._lock:
+                if key not in self._entries:
+                    self._entries[key] = (image, size)
+                    self._used += size
+                while self._used > self.budget_bytes:
+                    _, (_, evicted_size) = self._entries.popitem(last=False)
+                    self._used -= evicted_size
+        return image
+
+    def clear(self) -> None:
+        """Drop every cached image."""
+        with self._lock:
+            self._entries.clear()
+            self._used = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _default_image_cache_bytes() -> int:
+    configured = os.environ.get(IMAGE_CACHE_ENV)
+    if not configured:
+        return DEFAULT_IMAGE_CACHE_BYTES
+    try:
+        value = int(configured)
+    except ValueError:
+        logger.warning("%s=%r is not a number of bytes; using %d", IMAGE_CACHE_ENV, configured,
+                       DEFAULT_IMAGE_CACHE_BYTES)
+        return DEFAULT_IMAGE_CACHE_BYTES
+    return max(0, value)
+
+
+_image_cache = ImageCache(_default_image_cache_bytes())
+
+
+def image_cache() -> ImageCache:
+    """Return the process-wide cache that ``load_images`` reads through."""
+    return _image_cache
+
+
 def load_images(paths) -> list[Image.Image]:
-    """Return ``load_image(path)`` for each path, in order, decoding a few files at a time in threads."""
+    """Return the decoded image of each path, in order, through the process-wide ImageCache.
+
+    Files that are not cached are decoded a few at a time in threads. The returned images
+    may be shared with other callers and must not be modified.
+    """
     paths = list(paths)
     if len(paths) < 2:
-        return [load_image(path) for path in paths]
-    return list(_load_pool.map(load_image, paths))
+        return [_image_cache.load(path) for path in paths]
+    return list(_load_pool.map(_image_cache.load, paths))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -2,7 +2,7 @@
 
 Each runner reads top to bottom in phases: 1. check inputs, 2. prepare (load models through
 the process-wide cache), 3. encode, 4. generate, 5. decode and score, 6. report. Models stay
-loaded between calls, so only the first batch of a model pays the load time; a batch whose
+loaded between calls, so only the first batch of a model pays the load time. A batch whose
 models were all cached reports ``load_time_s`` 0.0.
 
 Both runners accept ``progress_callback(done_steps, total_steps, items_done, items_total)``

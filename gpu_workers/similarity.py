@@ -1,13 +1,23 @@
 """Semantic text similarity with the all-MiniLM-L6-v2 sentence embedding model."""
 
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_BATCH_SIZE = 64
+# One text per forward pass: padding a text next to longer ones changes its embedding in the
+# last float bits, and scores must not depend on which items shared a batch. MiniLM is small,
+# so this costs a few milliseconds per text on a CPU core.
+EMBEDDING_BATCH_SIZE = 1
+
+# Embeddings a TextSimilarity keeps, by text: the references of a suite are scored again for
+# every model and job. With one text per pass a cached vector equals a recomputed one.
+# 20,000 vectors of 384 float32 values take about 31 MB.
+EMBEDDING_CACHE_SIZE = 20_000
 
 
 def default_model_path() -> Path:
@@ -39,24 +49,52 @@ class TextSimilarity:
         # sentence-transformers 6 renamed get_sentence_embedding_dimension; 3.x has only the old name.
         get_dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dimension = get_dimension()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def memory_bytes(self) -> int:
+        """Return the bytes held by the embedding model's weights and buffers."""
+        from .device import module_bytes
+
+        return module_bytes(self.model)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Return L2-normalized float32 embeddings, shape (len(texts), dimension); blank texts give zero rows."""
+        """Return L2-normalized float32 embeddings, shape (len(texts), dimension); blank texts give zero rows.
+
+        Texts embedded before (up to EMBEDDING_CACHE_SIZE of them) are not run again.
+        """
         embeddings = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        filled = [index for index, text in enumerate(texts) if text and text.strip()]
-        if filled:
+        missing = []
+        with self._cache_lock:
+            for index, text in enumerate(texts):
+                if not text or not text.strip():
+                    continue
+                cached = self._cache.get(text)
+                if cached is None:
+                    missing.append(index)
+                else:
+                    self._cache.move_to_end(text)
+                    embeddings[index] = cached
+        new_texts = list(dict.fromkeys(texts[index] for index in missing))
+        if new_texts:
             encoded = self.model.encode(
-                [texts[index] for index in filled],
+                new_texts,
                 batch_size=EMBEDDING_BATCH_SIZE,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=False,
-            )
-            embeddings[filled] = encoded.astype(np.float32)
+            ).astype(np.float32)
+            vectors = dict(zip(new_texts, encoded))
+            for index in missing:
+                embeddings[index] = vectors[texts[index]]
+            with self._cache_lock:
+                self._cache.update(vectors)
+                while len(self._cache) > EMBEDDING_CACHE_SIZE:
+                    self._cache.popitem(last=False)
         return embeddings
 
     def embedding_table(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """Return each distinct text's embedding, computed in one ``embed`` call; blank texts map to zeros."""
+        """Return each distinct text's embedding, from one ``embed`` call; blank texts map to zeros."""
         unique = list(dict.fromkeys(texts))
         return dict(zip(unique, self.embed(unique)))
 

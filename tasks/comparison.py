@@ -11,12 +11,15 @@ import time
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError, InterfaceError, OperationalError
+from django.utils import timezone
 
 from backend.catalog.models import ModelEntry
 from backend.evaluation.models import SuiteItem
 from backend.jobs import actions
 from backend.jobs.models import Job
 from backend.jobs.options import options_for_entry
+
+from gpu_workers.progress import Cancelled
 
 from .manifest import worker_manifest
 
@@ -46,6 +49,35 @@ def _ensure_checkpoint(entry):
     return checkpoint, standin
 
 
+class BatchMonitor:
+    """Hooks a runner calls between steps: report step progress, and stop on a cancel.
+
+    Both touch the database at most every ``interval`` seconds, so a fast batch does not
+    turn into a stream of queries.
+    """
+
+    def __init__(self, batch, interval=0.5):
+        self.batch, self.interval = batch, interval
+        self.last_report = self.last_check = 0.0
+        self.cancelled = False
+
+    def progress(self, done_steps, total_steps, items_done, items_total):
+        now = time.monotonic()
+        if now - self.last_report < self.interval and done_steps < total_steps:
+            return
+        self.last_report = now
+        detail = {"batch": self.batch.index, "model": self.batch.model.slug, "steps_done": done_steps,
+                  "steps_total": total_steps, "items_done": items_done, "items_total": items_total}
+        Job.objects.filter(pk=self.batch.job_id).update(progress_detail=detail, heartbeat_at=timezone.now())
+
+    def should_stop(self):
+        now = time.monotonic()
+        if not self.cancelled and now - self.last_check >= self.interval:
+            self.last_check = now
+            self.cancelled = Job.objects.filter(pk=self.batch.job_id, cancel_requested=True).exists()
+        return self.cancelled
+
+
 def _run_captioning(batch, entry, items, options):
     from gpu_workers.runner import run_captioning_batch
 
@@ -55,7 +87,9 @@ def _run_captioning(batch, entry, items, options):
          "objects": item.reference_objects}
         for item in items
     ]
-    result = run_captioning_batch(checkpoint, runner_items, options, adapter=entry.adapter_path or None)
+    monitor = BatchMonitor(batch)
+    result = run_captioning_batch(checkpoint, runner_items, options, adapter=entry.adapter_path or None,
+                                  progress_callback=monitor.progress, should_stop=monitor.should_stop)
     result["report"]["manifest"] = worker_manifest(checkpoint, entry.adapter_path or None)
     outputs = []
     for out in result["outputs"]:
@@ -80,8 +114,10 @@ def _run_generation(batch, entry, items, options, output_dir):
         {"item_id": item.id, "prompt": item.prompt, "seed": options["seed"] + item.position}
         for item in items
     ]
+    monitor = BatchMonitor(batch)
     result = run_generation_batch(checkpoint, judge_checkpoint, runner_items, options, output_dir,
-                                  adapter=entry.adapter_path or None)
+                                  adapter=entry.adapter_path or None,
+                                  progress_callback=monitor.progress, should_stop=monitor.should_stop)
     result["report"]["manifest"] = worker_manifest(checkpoint, entry.adapter_path or None, judge_checkpoint)
     outputs = []
     for out in result["outputs"]:
@@ -108,6 +144,9 @@ def run_batch(self, batch_id):
         batch = actions.claim_batch(batch_id, self.request.hostname or "worker")
     except actions.BatchAttemptsExceeded:
         return
+    except TRANSIENT_ERRORS:
+        logger.warning("batch %s: database unavailable, retrying", batch_id)
+        raise
     if batch is None:
         logger.info("batch %s: nothing to do (finished, cancelled or job ended)", batch_id)
         return
@@ -129,6 +168,9 @@ def run_batch(self, batch_id):
     except TRANSIENT_ERRORS:
         logger.warning("job %s batch %s: database unavailable, retrying", job.id, batch.index)
         raise
+    except Cancelled:
+        actions.stop_cancelled_batch(batch.id)
+        return
     except SoftTimeLimitExceeded:
         actions.fail_batch(batch.id, "batch exceeded its time limit (VERSUS_BATCH_TIME_LIMIT); "
                                      "lower batch_size or raise the limit")

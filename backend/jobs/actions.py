@@ -130,6 +130,30 @@ def enqueue_batches(job_id, batch_ids):
             return
 
 
+def rerun_comparison(job, owner, option_overrides=None):
+    """Submit a new comparison with the models, suite and options recorded on ``job``.
+
+    ``option_overrides`` replaces single options (for example ``batch_size``); seeds and
+    everything else come from the original job, so on CPU the new job's metrics equal the
+    original's.
+    """
+    from backend.catalog.models import ModelEntry
+
+    if job.kind != JobKind.COMPARISON or job.suite_id is None:
+        raise ApiError(f"Job {job.id} is a {job.kind} job; only comparisons can be re-run.",
+                       code="conflict", status_code=409)
+    entries = {entry.slug: entry for entry in ModelEntry.objects.filter(slug__in=job.model_order)}
+    missing = [slug for slug in job.model_order if slug not in entries]
+    if missing:
+        raise ApiError(f"Job {job.id} cannot be re-run: models {missing} are no longer in the catalog.",
+                       code="conflict", status_code=409)
+    options = dict(job.options)
+    options.update(option_overrides or {})
+    new_job = submit_comparison(owner, [entries[slug] for slug in job.model_order], job.suite, options)
+    logger.info("job %s re-run as %s by %s", job.id, new_job.id, owner)
+    return new_job
+
+
 def claim_batch(batch_id, worker):
     """Mark a batch running for this worker; return it, or None when there is nothing to do.
 
@@ -189,6 +213,13 @@ def store_batch_results(batch, outputs, report):
         if finished:
             refresh_progress(batch.job_id)
     return bool(finished)
+
+
+def stop_cancelled_batch(batch_id):
+    """Mark a batch that stopped mid-run because its job was cancelled; its items are dropped."""
+    Batch.objects.filter(pk=batch_id, state=BatchState.RUNNING).update(
+        state=BatchState.CANCELLED, finished_at=timezone.now(), error="stopped: job cancelled")
+    logger.info("batch %s stopped at a step because its job was cancelled", batch_id)
 
 
 def refresh_progress(job_id):

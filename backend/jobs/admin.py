@@ -226,20 +226,11 @@ class JobAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Job {job.id} is not a comparison with a suite; "
                                            "only comparisons can be re-run.", messages.WARNING)
                 continue
-            entries = {entry.slug: entry for entry in ModelEntry.objects.filter(slug__in=job.model_order)}
-            missing = [slug for slug in job.model_order if slug not in entries]
-            if missing:
-                self.message_user(request, f"Job {job.id}: models {missing} are no longer in the catalog; "
-                                           "it cannot be re-run.", messages.WARNING)
-                continue
-            owner = job.owner or request.user
             try:
-                new_job = actions.submit_comparison(
-                    owner, [entries[slug] for slug in job.model_order], job.suite, job.options)
+                new_job = actions.rerun_comparison(job, job.owner or request.user)
             except ApiError as exc:
                 self.message_user(request, f"Job {job.id}: {exc.detail}", messages.WARNING)
                 continue
-            logger.info("job %s re-run as %s by %s", job.id, new_job.id, request.user)
             self.message_user(request, format_html(
                 'Job {} re-run as <a href="{}">{}</a>.', str(job.id)[:8],
                 reverse("admin:jobs_job_change", args=[new_job.id]), new_job.id), messages.SUCCESS)

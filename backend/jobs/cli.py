@@ -2,6 +2,7 @@
 
 import time
 
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 STANDIN_BANNER = ("NOTE: these scores come from stand-in checkpoints (real architectures, random "
@@ -74,3 +75,31 @@ def render_report(job, rankings, verdicts, write):
         write("  none")
     for verdict in verdicts:
         write(f"  [{verdict['state']}] {verdict['model_a']} vs {verdict['model_b']}: {verdict['text']}")
+
+
+def command_user(username):
+    """Return the user a management command acts as: ``username``, else the first superuser.
+
+    With neither, a plain user ``cli`` is created so a fresh install can submit jobs.
+    """
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    if username:
+        user = users.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"user '{username}' not found; create it with createsuperuser")
+        return user
+    user = users.filter(is_superuser=True).order_by("pk").first()
+    if user is None:
+        user, _ = users.get_or_create(username="cli")
+    return user
+
+
+def flatten_errors(detail):
+    """Join DRF's nested validation detail into one line for a terminal."""
+    if isinstance(detail, dict):
+        return "; ".join(f"{key}: {flatten_errors(value)}" for key, value in detail.items())
+    if isinstance(detail, list):
+        return " ".join(flatten_errors(value) for value in detail)
+    return str(detail)

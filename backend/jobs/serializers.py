@@ -117,7 +117,7 @@ class JobSerializer(serializers.ModelSerializer):
         return STANDIN_NOTE if job.standin else ""
 
     def get_verdicts(self, job):
-        """Verdicts this job produced, in any review state: the submitter sees its own evidence."""
+        """Verdicts this job produced, in any review state: the submitter can read its own evidence."""
         verdicts = job.verdicts.select_related("model_a", "model_b", "leader")
         return VerdictSerializer(verdicts, many=True, context=self.context).data
 

@@ -27,6 +27,7 @@ urlpatterns = [
     path("jobs/", views.JobListView.as_view(), name="job-list"),
     path("jobs/<uuid:job_id>/", views.JobDetailView.as_view(), name="job-detail"),
     path("jobs/<uuid:job_id>/cancel/", views.JobCancelView.as_view(), name="job-cancel"),
+    path("jobs/<uuid:job_id>/rerun/", views.JobRerunView.as_view(), name="job-rerun"),
     path("jobs/<uuid:job_id>/results/", views.JobResultsView.as_view(), name="job-results"),
     path("models/", views.ModelListView.as_view(), name="model-list"),
     path("models/<str:slug>/", views.ModelDetailView.as_view(), name="model-detail"),

@@ -11,6 +11,7 @@ from backend.catalog.models import ModelEntry
 from backend.evaluation.models import ModelScore, Verdict, VerdictState
 
 from . import actions
+from .options import ComparisonOptionsSerializer
 from .serializers import (
     ComparisonRequestSerializer,
     JobSerializer,
@@ -66,6 +67,29 @@ class JobCancelView(APIView):
         job = actions.access_job(request.user, job_id)
         job = actions.cancel_job(job)
         return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class RerunRequestSerializer(ComparisonOptionsSerializer):
+    """Options that replace the original job's; omitted ones are copied from it."""
+
+    seed = None
+    precision = None
+
+    def validate(self, attrs):
+        return attrs
+
+
+class JobRerunView(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=RerunRequestSerializer, responses={201: JobSerializer})
+    def post(self, request, job_id):
+        job = actions.access_job(request.user, job_id)
+        serializer = RerunRequestSerializer(data=request.data.get("options", {}) if hasattr(request.data, "get") else {})
+        serializer.is_valid(raise_exception=True)
+        new_job = actions.rerun_comparison(job, request.user, serializer.validated_data)
+        body = JobSerializer(new_job, context={"request": request}).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
 
 
 class JobResultsView(generics.ListAPIView):

@@ -92,7 +92,7 @@ def test_two_workers_share_one_job(live_server, catalog, owner, start_worker):
     assert sum(Batch.objects.filter(job_id=job["id"]).values_list("attempts", flat=True)) == 12
 
 
-def test_batch_over_time_limit_fails_job_and_keeps_results(live_server, catalog, owner, start_worker):
+def test_batch_time_limit_fails_job(live_server, catalog, owner, start_worker):
     # Captioning batches are fast; the generator's batch with many steps runs past the limit.
     job = submit(live_server, owner, ["kosmos-2-patch14-224", "stable-diffusion-3.5-large"], "sample",
                  {"limit": 2, "batch_size": 2, "num_inference_steps": 200, "height": 1024, "width": 1024})
@@ -124,7 +124,7 @@ def test_sweep_finalizes_job_whose_finalize_was_lost(live_server, catalog, owner
     gpu_only.stop()
     assert Job.objects.get(pk=job["id"]).state == "running"
 
-    # The broker loses the finalize message; the sweep sees a job whose batches all succeeded.
+    # The broker loses the finalize message; the sweep finds a job whose batches all succeeded.
     purge_broker(settings.CELERY_BROKER_URL)
     counts = sweep_once()
     assert counts["finalized"] == 1
@@ -271,3 +271,29 @@ def test_database_outage_retries_batch(live_server, catalog, owner, start_worker
     assert final["state"] == "succeeded", final["error"]
     assert_one_result_per_item(job["id"], GENERATORS, 8)
     assert "database unavailable, retrying" in worker.log_path.read_text()
+
+
+def test_cancel_stops_running_batch_at_next_step(live_server, catalog, owner, start_worker):
+    # The captioner's batch finishes first; the generator's batch runs long enough to cancel.
+    job = submit(live_server, owner, ["kosmos-2-patch14-224", "stable-diffusion-3.5-large"], "sample",
+                 {"limit": 2, "batch_size": 2, "num_inference_steps": 200, "height": 1024, "width": 1024})
+    worker = start_worker("cancel")
+    wait_until(lambda: Batch.objects.filter(job_id=job["id"], index=1, state="running").exists()
+               and (Job.objects.get(pk=job["id"]).progress_detail or {}).get("batch") == 1,
+               timeout=120, message="generator batch reporting steps")
+    detail = Job.objects.get(pk=job["id"]).progress_detail
+    assert detail["model"] == "stable-diffusion-3.5-large"
+    assert 0 < detail["steps_done"] < detail["steps_total"] == 2 * 200
+
+    response = requests.post(f"{job['url']}cancel/", headers=auth(owner), timeout=30)
+    assert response.status_code == 200
+    stopped = wait_until(lambda: Batch.objects.filter(job_id=job["id"], index=1, state="cancelled").first(),
+                         timeout=30, message="running batch stopped")
+
+    assert "cancelled" in stopped.error
+    final = requests.get(job["url"], headers=auth(owner), timeout=30).json()
+    assert final["state"] == "cancelled"
+    # The captioner's finished batch keeps its results; the stopped batch stores none.
+    assert Result.objects.filter(job_id=job["id"], model__slug="kosmos-2-patch14-224").count() == 2
+    assert Result.objects.filter(job_id=job["id"], model__slug="stable-diffusion-3.5-large").count() == 0
+    assert "stopping at" in worker.log_path.read_text()

@@ -5,7 +5,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-import torch
 from django.utils import timezone
 
 from backend.catalog.models import ModelEntry

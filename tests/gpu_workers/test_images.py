@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from gpu_workers import images
 from gpu_workers.images import is_blank, load_image, save_png, to_rgb
 
 
@@ -91,3 +94,64 @@ def test_save_png_round_trip(tmp_path):
     assert path == tmp_path / "out" / "7.png"
     assert np.array_equal(np.asarray(Image.open(path)), np.asarray(image))
     assert sorted(p.name for p in path.parent.iterdir()) == ["7.png"]
+
+
+class CountingDecoder:
+    def __init__(self, monkeypatch):
+        self.paths = []
+        original = images.load_image
+
+        def decode(path):
+            self.paths.append(Path(path).name)
+            return original(path)
+
+        monkeypatch.setattr(images, "load_image", decode)
+
+
+def test_image_cache_decodes_once(image_paths, monkeypatch):
+    decoder = CountingDecoder(monkeypatch)
+    image_cache = images.ImageCache(budget_bytes=10 * 2**20)
+
+    first = image_cache.load(image_paths[0])
+    second = image_cache.load(image_paths[0])
+
+    assert second is first
+    assert decoder.paths == [image_paths[0].name]
+
+
+def test_image_cache_rereads_changed_file(image_paths, tmp_path, monkeypatch):
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(image_paths[0].read_bytes())
+    image_cache = images.ImageCache(budget_bytes=10 * 2**20)
+    first = image_cache.load(copy)
+
+    copy.write_bytes(image_paths[1].read_bytes())
+    second = image_cache.load(copy)
+
+    assert second.size != first.size
+
+
+def test_image_cache_budget_evicts(image_paths, monkeypatch):
+    decoder = CountingDecoder(monkeypatch)
+    with Image.open(image_paths[0]) as image:
+        one_image = image.width * image.height * len(image.getbands())
+    image_cache = images.ImageCache(budget_bytes=one_image)
+
+    image_cache.load(image_paths[0])
+    image_cache.load(image_paths[1])
+    image_cache.load(image_paths[0])
+
+    assert len(image_cache) == 1
+    assert decoder.paths.count(image_paths[0].name) == 2
+
+
+def test_load_images_keeps_order(image_paths):
+    loaded = images.load_images(list(reversed(image_paths)))
+
+    expected = [images.load_image(path).size for path in reversed(image_paths)]
+    assert [image.size for image in loaded] == expected
+
+
+def test_image_cache_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        images.ImageCache(budget_bytes=2**20).load(tmp_path / "gone.png")

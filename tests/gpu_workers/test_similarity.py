@@ -67,3 +67,28 @@ def test_matrix_empty_sides(similarity):
 def test_pairwise_length_mismatch(similarity):
     with pytest.raises(ValueError, match="equal length, got 1 and 2"):
         similarity.pairwise(["a"], ["a", "b"])
+
+
+def test_cached_embedding_equals_fresh(similarity, monkeypatch):
+    text = "A lighthouse on a rocky coast at dawn, seen from a boat."
+    first = similarity.embed([text])[0]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the model ran for a cached text")
+
+    monkeypatch.setattr(similarity.model, "encode", fail)
+    second = similarity.embed(["", text])
+
+    assert np.array_equal(second[1], first)
+    assert not second[0].any()
+
+
+def test_embedding_independent_of_batch(similarity):
+    text = "Two horses grazing in a foggy field."
+    similarity._cache.clear()
+    alone = similarity.embed([text])[0]
+    similarity._cache.clear()
+
+    together = similarity.embed(["A much longer sentence about a train crossing a bridge in the snow.", text])[1]
+
+    assert np.array_equal(alone, together)

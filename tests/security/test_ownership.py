@@ -55,6 +55,24 @@ def own_finetune(owner):
     return (job.pk,)
 
 
+def own_comparison(owner):
+    from backend.evaluation.models import Suite, SuiteItem
+
+    suite = Suite.objects.create(slug=f"suite-{uuid.uuid4().hex[:8]}", name="Suite")
+    SuiteItem.objects.create(suite=suite, kind="prompt", position=0, key="0", prompt="a red cube")
+    entries = [create_entry() for _ in range(2)]
+    ModelEntry = type(entries[0])
+    ModelEntry.objects.filter(pk__in=[e.pk for e in entries]).update(task="text-to-image", architecture="sd3")
+    job = Job.objects.create(owner=owner, kind=JobKind.COMPARISON, suite=suite,
+                             model_order=[e.slug for e in entries], options={"seed": 0, "batch_size": 4})
+    job.entries.set(entries)
+    return (job.pk,)
+
+
+def job_count(ids):
+    return Job.objects.count()
+
+
 def own_endpoint(owner):
     return (webhook_actions.create_endpoint(owner, HOOK_URL, ["job.failed"]).pk,)
 
@@ -121,6 +139,7 @@ OWNED = [
     Case("jobs/{}/results/", "get", own_job, 200),
     Case("jobs/{}/cancel/", "post", own_job, 200, snapshot=job_state),
     Case("jobs/{}/cancel/", "post", own_finetune, 200, snapshot=job_state),
+    Case("jobs/{}/rerun/", "post", own_comparison, 201, snapshot=job_count),
     Case("webhooks/{}/", "get", own_endpoint, 200),
     Case("webhooks/{}/", "patch", own_endpoint, 200, data={"description": "changed"},
          snapshot=endpoint_state),

@@ -3,7 +3,6 @@
 from collections import Counter
 from types import SimpleNamespace
 
-import pytest
 
 from backend.jobs.actions import sample_items
 

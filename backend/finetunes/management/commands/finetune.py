@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.exceptions import ValidationError
@@ -14,6 +13,7 @@ from backend.api.errors import ApiError
 from backend.finetunes import actions
 from backend.finetunes.models import FineTune
 from backend.finetunes.serializers import FinetuneRequestSerializer
+from backend.jobs.cli import command_user, flatten_errors
 
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
@@ -44,12 +44,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=None, help="Seconds to wait at most.")
 
     def handle(self, *args, **opts):
-        owner = self._owner(opts["user"])
+        owner = command_user(opts["user"])
         try:
             dataset = self._dataset(owner, Path(opts["dataset"]))
             finetune = self._submit(owner, dataset, opts)
         except ValidationError as exc:
-            raise CommandError(_flatten(exc.detail)) from exc
+            raise CommandError(flatten_errors(exc.detail)) from exc
         except ApiError as exc:
             raise CommandError(str(exc.detail)) from exc
 
@@ -107,23 +107,3 @@ class Command(BaseCommand):
                     raise CommandError(f"fine-tune {finetune_id} still {finetune.job.state} after {timeout:.0f}s")
                 time.sleep(interval)
                 finetune = FineTune.objects.select_related("job", "entry").get(pk=finetune_id)
-
-    def _owner(self, username):
-        users = get_user_model().objects
-        if username:
-            user = users.filter(username=username).first()
-            if user is None:
-                raise CommandError(f"user '{username}' not found; create it with createsuperuser")
-            return user
-        user = users.filter(is_superuser=True).order_by("pk").first()
-        if user is None:
-            user, _ = users.get_or_create(username="cli")
-        return user
-
-
-def _flatten(detail):
-    if isinstance(detail, dict):
-        return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
-    if isinstance(detail, list):
-        return " ".join(_flatten(value) for value in detail)
-    return str(detail)

@@ -1,13 +1,12 @@
 """``manage.py compare SLUG SLUG ... [--suite sample] [--limit N] [--wait]``."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.exceptions import ValidationError
 
 from backend.api.errors import ApiError
 from backend.evaluation.models import ModelScore
 from backend.jobs import actions
-from backend.jobs.cli import follow_progress, render_report
+from backend.jobs.cli import command_user, flatten_errors, follow_progress, render_report
 from backend.jobs.models import Job
 from backend.jobs.serializers import ComparisonRequestSerializer, JobSerializer, RankingSerializer
 
@@ -29,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=None, help="Seconds to wait at most.")
 
     def handle(self, *args, **opts):
-        owner = self._owner(opts["user"])
+        owner = command_user(opts["user"])
         options = {key: opts[key] for key in ("limit", "seed", "batch_size") if opts[key] is not None}
         serializer = ComparisonRequestSerializer(
             data={"models": opts["models"], "suite": opts["suite"], "options": options})
@@ -38,7 +37,7 @@ class Command(BaseCommand):
             data = serializer.validated_data
             job = actions.submit_comparison(owner, data["models"], data["suite"], data["options"])
         except ValidationError as exc:
-            raise CommandError(_flatten(exc.detail)) from exc
+            raise CommandError(flatten_errors(exc.detail)) from exc
         except ApiError as exc:
             raise CommandError(str(exc.detail)) from exc
 
@@ -54,23 +53,3 @@ class Command(BaseCommand):
         render_report(final, rankings, final["verdicts"], self.stdout.write)
         if final["state"] != "succeeded":
             raise CommandError(f"job {job.id} ended {final['state']}: {final['error']}")
-
-    def _owner(self, username):
-        users = get_user_model().objects
-        if username:
-            user = users.filter(username=username).first()
-            if user is None:
-                raise CommandError(f"user '{username}' not found; create it with createsuperuser")
-            return user
-        user = users.filter(is_superuser=True).order_by("pk").first()
-        if user is None:
-            user, _ = users.get_or_create(username="cli")
-        return user
-
-
-def _flatten(detail):
-    if isinstance(detail, dict):
-        return "; ".join(f"{key}: {_flatten(value)}" for key, value in detail.items())
-    if isinstance(detail, list):
-        return " ".join(_flatten(value) for value in detail)
-    return str(detail)
