@@ -229,6 +229,9 @@ VERSUS_STANDIN_DIR = Path(env("VERSUS_STANDIN_DIR", default=str(VAR_DIR / "stand
 # with them off it loads its hub repo id through from_pretrained.
 VERSUS_USE_STANDINS = env.bool("VERSUS_USE_STANDINS", default=True)
 VERSUS_DEVICE = env("VERSUS_DEVICE", default="") or None
+# A CLIP checkpoint folder (Hugging Face layout); when set, generated images also get a
+# CLIPScore against their prompt.
+VERSUS_CLIP_CHECKPOINT = env("VERSUS_CLIP_CHECKPOINT", default="") or None
 VERSUS_BATCH_SIZE = env.int("VERSUS_BATCH_SIZE", default=4)
 VERSUS_MAX_BATCH_ATTEMPTS = env.int("VERSUS_MAX_BATCH_ATTEMPTS", default=3)
 # The periodic sweep re-enqueues a batch left queued this long (its message was lost with the

@@ -10,6 +10,7 @@ import time
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 
@@ -30,8 +31,6 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 def _runner_options(entry, job):
-    from django.conf import settings
-
     options = options_for_entry(entry, job.options)
     options["device"] = settings.VERSUS_DEVICE
     if options.get("precision") == "auto":
@@ -119,6 +118,15 @@ def _run_generation(batch, entry, items, options, output_dir):
                                   adapter=entry.adapter_path or None,
                                   progress_callback=monitor.progress, should_stop=monitor.should_stop)
     result["report"]["manifest"] = worker_manifest(checkpoint, entry.adapter_path or None, judge_checkpoint)
+    clip_checkpoint = settings.VERSUS_CLIP_CHECKPOINT
+    if clip_checkpoint:
+        from gpu_workers.clip_score import clip_scores
+
+        scores = clip_scores(clip_checkpoint, [out["image_path"] for out in result["outputs"]],
+                             [out["prompt"] for out in result["outputs"]], device=options.get("device"))
+        for out, score in zip(result["outputs"], scores):
+            out["clip_score"] = score
+        result["report"]["manifest"]["clip_checkpoint"] = worker_manifest(clip_checkpoint)["checkpoint"]
     outputs = []
     for out in result["outputs"]:
         outputs.append({

@@ -52,6 +52,8 @@ def standins(django_db_setup):
         path = Path(settings.VERSUS_STANDIN_DIR) / f"{row['architecture']}-seed{row['standin_seed']}"
         build_standin(row["architecture"], path, seed=row["standin_seed"])
         built[row["slug"]] = path
+    if settings.VERSUS_CLIP_CHECKPOINT:
+        build_standin("clip", Path(settings.VERSUS_CLIP_CHECKPOINT), seed=0)
     return built
 
 

@@ -139,7 +139,9 @@ def finalize_comparison(job_id):
         job.state = JobState.SUCCEEDED
         job.finished_at = timezone.now()
         job.progress_done = job.progress_total
-        job.save(update_fields=["metrics", "standin", "manifest", "state", "finished_at", "progress_done"])
+        job.progress_detail = {}
+        job.save(update_fields=["metrics", "standin", "manifest", "state", "finished_at", "progress_done",
+                                "progress_detail"])
         ModelEntry.objects.filter(slug__in=job.model_order).update(is_standin=standin)
 
         recompute_rankings(reason=f"job {job.id}")

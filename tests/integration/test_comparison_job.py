@@ -76,3 +76,8 @@ def test_same_task_comparison_stores_matches(live_server, catalog, owner, worker
     assert Verdict.objects.count() == 3
     assert set(job["metrics"]) == set(models)
     assert "by_category" in job["metrics"][models[0]]
+    # The stand-in CLIP checkpoint configured for tests scores every image in [0, 100].
+    clip = [r.metrics["clip_score"] for r in Result.objects.filter(job_id=job["id"])]
+    assert len(clip) == 12
+    assert all(0.0 <= value <= 100.0 for value in clip)
+    assert job["metrics"][models[0]]["clip_score"] is not None
