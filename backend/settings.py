@@ -233,6 +233,9 @@ VERSUS_DEVICE = env("VERSUS_DEVICE", default="") or None
 # CLIPScore against their prompt.
 VERSUS_CLIP_CHECKPOINT = env("VERSUS_CLIP_CHECKPOINT", default="") or None
 VERSUS_BATCH_SIZE = env.int("VERSUS_BATCH_SIZE", default=4)
+# Memory budget in bytes of the models a worker keeps loaded (least recently used evicted);
+# unset means 60% of GPU memory, or of RAM on CPU.
+VERSUS_MODEL_CACHE_BYTES = env.int("VERSUS_MODEL_CACHE_BYTES", default=0) or None
 VERSUS_MAX_BATCH_ATTEMPTS = env.int("VERSUS_MAX_BATCH_ATTEMPTS", default=3)
 # The periodic sweep re-enqueues a batch left queued this long (its message was lost with the
 # broker) or left running this long past the time limit (its worker died).

@@ -87,6 +87,11 @@ def parse_grounded_text(raw: str, num_patches_per_side: int = DEFAULT_PATCHES_PE
     return text, entities
 
 
+def _preprocess_slice(image_processor, images: list[Image.Image]) -> torch.Tensor:
+    rgb_images = [to_rgb(image) for image in images]
+    return image_processor(images=rgb_images, return_tensors="pt")["pixel_values"]  # (n, 3, H, W)
+
+
 @dataclass(frozen=True)
 class _PromptTokens:
     input_ids: torch.Tensor  # (T,)
@@ -237,13 +242,10 @@ class Captioner:
         The images are split among a few threads; each image's values are the same as when
         it is processed alone.
         """
-        rgb_images = [to_rgb(image) for image in images]
-        slice_size = -(-len(rgb_images) // _PREPROCESS_THREADS)
-        slices = [rgb_images[start:start + slice_size] for start in range(0, len(rgb_images), slice_size)]
+        slice_size = -(-len(images) // _PREPROCESS_THREADS)
+        slices = [images[start:start + slice_size] for start in range(0, len(images), slice_size)]
         image_processor = self.processor.image_processor
-        parts = list(_preprocess_pool.map(
-            lambda part: image_processor(images=part, return_tensors="pt")["pixel_values"], slices))
-        return torch.cat(parts)
+        return torch.cat(list(_preprocess_pool.map(lambda part: _preprocess_slice(image_processor, part), slices)))
 
     def _caption_chunk(self, pixel_values: torch.Tensor, prompt: _PromptTokens, max_new_tokens: int,
                        min_new_tokens: int, progress: Progress | None, attention_maps: bool) -> list[dict]:
@@ -454,7 +456,13 @@ def _greedy_loop_reproduces(model) -> bool:
 
 
 def _buckets(tokens: list[_PromptTokens]) -> list[list[int]]:
-    """Group item indices by prompt token length, in order of first appearance."""
+    """Group item indices by prompt token length, in order of first appearance.
+
+    Prompts of equal length need no padding, and padding would shift the positions of the
+    generated tokens, so a padded batch could caption differently from single images. The
+    Kosmos-2 processor resizes every image to the same square, so image sizes and aspect
+    ratios do not change tensor shapes and need no buckets of their own.
+    """
     groups: dict[int, list[int]] = {}
     for index, prompt in enumerate(tokens):
         groups.setdefault(prompt.input_ids.shape[0], []).append(index)

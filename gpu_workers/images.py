@@ -52,7 +52,7 @@ def load_image(path) -> Image.Image:
 
 
 class ImageCache:
-    """Least-recently-used decoded images, keyed by resolved path, modification time and size.
+    """Least-recently-used decoded images, keyed by the file's device, inode, modification time and size.
 
     A file that is replaced or touched gets a new key, so it is decoded again. Cached images
     are shared between callers, which must not modify them.
@@ -66,27 +66,36 @@ class ImageCache:
 
     def load(self, path) -> Image.Image:
         """Return ``load_image(path)``, decoding the file only when it is not cached."""
-        path = Path(path)
+        key, image = self.lookup(path)
+        return image if image is not None else self.decode(path, key)
+
+    def lookup(self, path) -> tuple[tuple | None, Image.Image | None]:
+        """Return ``(key, cached image or None)``; the key is None when the file cannot be read."""
         try:
-            stat = path.stat()
+            stat = os.stat(path)
         except OSError:
-            return load_image(path)  # raises FileNotFoundError with the usual message
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+            return None, None
+        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                return entry[0]
-        image = load_image(path)
+            if entry is None:
+                return key, None
+            self._entries.move_to_end(key)
+            return key, entry[0]
+
+    def decode(self, path, key: tuple | None) -> Image.Image:
+        """Decode ``path`` with ``load_image`` and cache the image under ``key`` when it fits."""
+        image = load_image(path)  # raises FileNotFoundError when the file is gone
         size = image.width * image.height * len(image.getbands())
-        if size <= self.budget_bytes:
-            with self._lock:
-                if key not in self._entries:
-                    self._entries[key] = (image, size)
-                    self._used += size
-                while self._used > self.budget_bytes:
-                    _, (_, evicted_size) = self._entries.popitem(last=False)
-                    self._used -= evicted_size
+        if key is None or size > self.budget_bytes:
+            return image
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = (image, size)
+                self._used += size
+            while self._used > self.budget_bytes:
+                _, (_, evicted_size) = self._entries.popitem(last=False)
+                self._used -= evicted_size
         return image
 
     def clear(self) -> None:
@@ -127,9 +136,16 @@ def load_images(paths) -> list[Image.Image]:
     may be shared with other callers and must not be modified.
     """
     paths = list(paths)
-    if len(paths) < 2:
-        return [_image_cache.load(path) for path in paths]
-    return list(_load_pool.map(_image_cache.load, paths))
+    lookups = [_image_cache.lookup(path) for path in paths]
+    missing = [index for index, (_, image) in enumerate(lookups) if image is None]
+    images = [image for _, image in lookups]
+    if len(missing) == 1:
+        images[missing[0]] = _image_cache.decode(paths[missing[0]], lookups[missing[0]][0])
+    elif missing:
+        decoded = _load_pool.map(lambda index: _image_cache.decode(paths[index], lookups[index][0]), missing)
+        for index, image in zip(missing, decoded):
+            images[index] = image
+    return images
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

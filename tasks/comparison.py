@@ -33,6 +33,8 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 def _runner_options(entry, job):
     options = options_for_entry(entry, job.options)
     options["device"] = settings.VERSUS_DEVICE
+    if settings.VERSUS_MODEL_CACHE_BYTES:
+        options["model_cache_bytes"] = settings.VERSUS_MODEL_CACHE_BYTES
     if options.get("precision") == "auto":
         options["precision"] = None
     return options
@@ -77,7 +79,28 @@ class BatchMonitor:
         return self.cancelled
 
 
-def _run_captioning(batch, entry, items, options):
+def _keep_attention_maps(batch, outputs):
+    """Copy attention-map PNGs out of the batch's temporary folder into media storage.
+
+    Each entity's ``attention_map_path`` is replaced by ``attention_map``, the storage name,
+    and ``attention_map_url``.
+    """
+    from django.core.files import File
+    from django.core.files.storage import default_storage
+
+    for out in outputs:
+        for number, entity in enumerate(out.get("entities") or []):
+            path = entity.pop("attention_map_path", None)
+            if not path:
+                continue
+            name = f"results/{batch.job_id}/{batch.model.slug}/{out['item_id']}-attention-{number}.png"
+            with open(path, "rb") as handle:
+                stored = default_storage.save(name, File(handle))
+            entity["attention_map"] = stored
+            entity["attention_map_url"] = default_storage.url(stored)
+
+
+def _run_captioning(batch, entry, items, options, output_dir):
     from gpu_workers.runner import run_captioning_batch
 
     checkpoint, standin = _ensure_checkpoint(entry)
@@ -88,7 +111,9 @@ def _run_captioning(batch, entry, items, options):
     ]
     monitor = BatchMonitor(batch)
     result = run_captioning_batch(checkpoint, runner_items, options, adapter=entry.adapter_path or None,
-                                  progress_callback=monitor.progress, should_stop=monitor.should_stop)
+                                  output_dir=output_dir, progress_callback=monitor.progress,
+                                  should_stop=monitor.should_stop)
+    _keep_attention_maps(batch, result["outputs"])
     result["report"]["manifest"] = worker_manifest(checkpoint, entry.adapter_path or None)
     outputs = []
     for out in result["outputs"]:
@@ -168,7 +193,7 @@ def run_batch(self, batch_id):
     try:
         with tempfile.TemporaryDirectory(prefix=f"versus-batch-{batch.id}-") as output_dir:
             if entry.task == "captioning":
-                outputs, report, standin = _run_captioning(batch, entry, items, options)
+                outputs, report, standin = _run_captioning(batch, entry, items, options, output_dir)
             else:
                 outputs, report, standin = _run_generation(batch, entry, items, options, output_dir)
             report["standin"] = standin

@@ -38,7 +38,15 @@ class ComparisonOptionsSerializer(serializers.Serializer):
                                       validators=[_multiple_of_16])
     width = serializers.IntegerField(required=False, min_value=16, max_value=2048,
                                      validators=[_multiple_of_16])
-    precision = serializers.ChoiceField(choices=PRECISIONS, required=False, default="auto")
+    precision = serializers.ChoiceField(
+        choices=PRECISIONS, required=False, default="auto",
+        help_text="Weights and activations: auto (bfloat16 on CUDA, else float32), float32, bfloat16, "
+        "float16 (CUDA only) or int8 weights (dynamic quantization on CPU, bitsandbytes on CUDA).",
+    )
+    attention_maps = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Captioners also save, per grounded phrase, a heatmap of its attention over the image.",
+    )
 
     def validate(self, attrs):
         attrs.setdefault("batch_size", settings.VERSUS_BATCH_SIZE)

@@ -93,7 +93,7 @@ def _parse_arguments(argv):
                         help="use full-size random-weight Kosmos-2 and SD3.5-Large-like models (needs a GPU)")
     parser.add_argument("--dry-run", action="store_true",
                         help="with --full-size: build the configs on the meta device, print sizes, measure nothing")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (default: 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per measurement (default: 7)")
     parser.add_argument("--images", type=int, default=32, help="images per captioning measurement (default: 32)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per image (default: 32)")
     parser.add_argument("--queue-tasks", type=int, default=50, help="no-op tasks for the queue overhead (default: 50)")
@@ -206,9 +206,15 @@ def _measure_flops(record: dict, captioner: Captioner, device: torch.device, arg
 def _noise_note(record: dict) -> str:
     load = record["machine"]["load_average_at_start"][0]
     cores = record["machine"]["cpu_cores"]
-    return (f"The 1-minute load average was {load:.1f} on {cores} cores when the run started: other "
-            "processes shared the CPU, so single timings vary by large factors. The medians and their "
-            "ranges above, and the comparison with the previous record below, show how much.")
+    note = (f"The 1-minute load average was {load:.1f} on {cores} cores when the run started. Other "
+            "processes on this machine may take CPU time during any round.")
+    paths = record.get("captioning", {}).get("paths", {})
+    spreads = {name: entry["seconds"]["max"] / entry["seconds"]["min"] for name, entry in paths.items()}
+    if spreads:
+        widest = max(spreads, key=spreads.get)
+        note += (f" Among the captioning cases, the slowest round of {widest} took {spreads[widest]:.1f} times "
+                 "as long as its fastest, the widest spread of this run.")
+    return note
 
 
 if __name__ == "__main__":

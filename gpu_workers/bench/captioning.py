@@ -4,10 +4,10 @@ All paths run the same model weights on the same RGB images with the same prompt
 decoding and a fixed number of new tokens (min_new_tokens = max_new_tokens), so each
 generates exactly the same number of tokens per image.
 
-transformers 5.x's image-text-to-text pipeline honors ``batch_size`` only when its inputs
-come as an iterable of ``{"images", "text"}`` dicts (a generator or a dataset); a list of
-images with a list of prompts becomes one input that runs as a single batch, and a list of
-dicts is read as chat messages, which Kosmos-2's processor has no template for. The bench
+transformers 5.25's image-text-to-text pipeline honors ``batch_size`` only when its inputs
+come as an iterable of ``{"images", "text"}`` dicts, such as a generator or a dataset. A
+list of images with a list of prompts becomes one input that runs as a single batch. A list
+of dicts is read as chat messages, and Kosmos-2's processor has no chat template. The bench
 times the iterable form at each batch size, and the single-call form once.
 """
 

@@ -2,8 +2,8 @@
 
 The weights are random, so outputs are noise, but the shapes, and so the time and memory
 per image, are those of the real checkpoints. ``build_*`` construct the models directly on
-a device; on ``torch.device("meta")`` they allocate no memory, which ``--dry-run`` uses to
-check the configurations on a machine without a GPU.
+a device. On ``torch.device("meta")`` they allocate no memory, so ``--dry-run`` can check
+the configurations on a machine without a GPU.
 """
 
 import torch

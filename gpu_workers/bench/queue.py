@@ -20,7 +20,7 @@ def measure_queue(tasks: int, warmup: int = 5) -> dict:
     """Send ``tasks`` no-op tasks one after another to a fresh worker and time each hop.
 
     ``submit_to_start`` is the worker's clock at task start minus the caller's clock just
-    before ``delay()``; ``end_to_result`` is the caller's clock when ``get()`` returns minus
+    before ``delay()``. ``end_to_result`` is the caller's clock when ``get()`` returns minus
     the worker's clock at task end. Both clocks are the same machine's. Returns
     ``{"skipped": reason}`` when Redis does not answer on 127.0.0.1.
     """

@@ -94,7 +94,7 @@ def _intro(record: dict) -> list[str]:
     ram = machine["ram_bytes"] / 2**30 if machine.get("ram_bytes") else float("nan")
     load = ", ".join(f"{value:.1f}" for value in machine["load_average_at_start"])
     lines = [
-        f"Recorded {machine['date']} by `python -m gpu_workers.bench {' '.join(record['settings']['argv'])}`.",
+        f"Recorded {machine['date']} by `{' '.join(['python -m gpu_workers.bench', *record['settings']['argv']])}`.",
         "",
         "| Machine | |",
         "|---|---|",
@@ -226,7 +226,9 @@ def _warm_cache_table(result: dict | None) -> list[str]:
         "scoring included). Cold: the model and decoded-image caches are emptied first, so Kosmos-2 and the "
         "similarity model load and the image files are decoded. Warm: the same job again, as on a worker "
         "that already ran the suite's images for another model. Pure inference: the captioner and the "
-        "scoring called directly on loaded models and images already decoded in memory.",
+        "scoring called directly on loaded models and images already decoded in memory. The similarity "
+        "model keeps embeddings by text, so after the first job both the warm job and the pure-inference "
+        "call find the captions and references already embedded.",
         "",
         "| Measure | Seconds |",
         "|---|---|",

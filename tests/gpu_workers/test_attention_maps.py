@@ -1,7 +1,7 @@
 """Attention maps of grounded phrases.
 
 The random-weight stand-in never writes phrase tags on its own, so these tests replace the
-decoding step with a scripted caption; the attention pass that follows is the real model's.
+decoding step with a scripted caption. The attention pass that follows runs the real model.
 """
 
 import numpy as np
@@ -41,7 +41,8 @@ def test_heatmaps_per_phrase(captioner, sample_images, scripted_decoding):
     assert phrases == ["a cat", "a dog", ""]
     cat, dog, unnamed = (entity["attention"] for entity in result["entities"])
     assert cat.shape == dog.shape == (4, 4)  # 32-pixel images in 8-pixel patches
-    assert cat.min() == 0.0 and cat.max() == 1.0
+    assert cat.min() == 0.0
+    assert cat.max() == 1.0
     assert not np.array_equal(cat, dog)
     assert unnamed is None
 

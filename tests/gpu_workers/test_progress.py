@@ -21,15 +21,15 @@ def caption_items(image_paths):
 
 
 class StopAfter:
-    """A should_stop() that turns True once it has been asked ``calls`` times."""
+    """A should_stop() that returns True from its call number ``calls + 1`` on."""
 
     def __init__(self, calls):
         self.calls = calls
-        self.asked = 0
+        self.count = 0
 
     def __call__(self):
-        self.asked += 1
-        return self.asked > self.calls
+        self.count += 1
+        return self.count > self.calls
 
 
 def test_generation_reports_steps(sd3_checkpoint, kosmos_checkpoint, similarity, generation_items, tmp_path):
@@ -59,7 +59,7 @@ def test_captioning_reports_tokens(kosmos_checkpoint, similarity, caption_items)
 
 def test_generation_stops_at_next_step(sd3_checkpoint, kosmos_checkpoint, similarity, generation_items, tmp_path):
     reports = []
-    # Asked once before loading, then after each denoising step: the first step is the last.
+    # Called once before loading, then after each denoising step: the first step is the last.
     should_stop = StopAfter(calls=1)
 
     with pytest.raises(Cancelled):
@@ -80,7 +80,7 @@ def test_captioning_stops_at_next_token(kosmos_checkpoint, similarity, caption_i
                                     progress_callback=lambda *values: reports.append(values),
                                     should_stop=StopAfter(calls=3))
 
-    # Asked once before loading and after tokens 1 and 2; after token 3 of 3 images it stops.
+    # Called once before loading and after tokens 1 and 2; after token 3 of 3 images it stops.
     assert reports[-1] == (9, 60, 0, 3)
     assert len(reports) == 3
 
