@@ -33,8 +33,11 @@ demo: install
 serve: setup
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
+# One local worker for both queues, with beat embedded for the periodic sweep and webhook retries.
 worker: install
-	$(VENV)/bin/celery -A backend worker -Q gpu,default --concurrency 1 --loglevel INFO
+	mkdir -p var
+	$(VENV)/bin/celery -A backend worker -Q gpu,default --concurrency 1 --loglevel INFO \
+		--beat --schedule var/celerybeat-schedule
 
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "knox",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "backend.catalog",
     "backend.evaluation",
     "backend.jobs",
@@ -160,6 +161,9 @@ SPECTACULAR_SETTINGS = {
     "verdicts, fine-tunes and webhooks.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # OpenAPI 3.1 describes outgoing webhooks, so the event payloads appear in the schema.
     "OAS_VERSION": "3.1.0",
     "WEBHOOKS": [
@@ -180,7 +184,7 @@ if VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
         f"VERSUS_VISIBILITY_TIMEOUT={VISIBILITY_TIMEOUT} must exceed VERSUS_BATCH_TIME_LIMIT="
         f"{CELERY_TASK_TIME_LIMIT}, or Redis re-delivers batches that are still running"
     )
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost/")
 BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("out", "processed", "control"):
@@ -237,6 +241,12 @@ VERSUS_BATCH_SIZE = env.int("VERSUS_BATCH_SIZE", default=4)
 # unset means 60% of GPU memory, or of RAM on CPU.
 VERSUS_MODEL_CACHE_BYTES = env.int("VERSUS_MODEL_CACHE_BYTES", default=0) or None
 VERSUS_MAX_BATCH_ATTEMPTS = env.int("VERSUS_MAX_BATCH_ATTEMPTS", default=3)
+# A running batch's worker renews its lease every third of this; another delivery of the
+# batch takes over only after the lease expired, so no batch runs twice at the same time.
+VERSUS_BATCH_LEASE = env.int("VERSUS_BATCH_LEASE", default=60)
+# After a batch, a worker runs up to this many queued batches of the same model while it has
+# the model loaded, as long as half its time limit is left.
+VERSUS_AFFINITY_CHAIN = env.int("VERSUS_AFFINITY_CHAIN", default=8)
 # The periodic sweep re-enqueues a batch left queued this long (its message was lost with the
 # broker) or left running this long past the time limit (its worker died).
 VERSUS_REQUEUE_AFTER = env.int("VERSUS_REQUEUE_AFTER", default=900)

@@ -64,8 +64,10 @@ def clip_scores(checkpoint, image_paths, prompts, device=None):
     torch_device, _ = select_device(device, "float32")
     key = cache.CacheKey("clip", str(checkpoint), None, str(torch_device), "float32")
     scorer = cache.get_or_load(key, lambda: ClipScorer.from_pretrained(checkpoint, device))
-    images = []
-    for path in image_paths:
+    scores = []
+    # One pair per forward pass, so a score does not depend on the padding of the other prompts
+    # in its batch; CLIP scoring is cheap next to generating the image.
+    for path, prompt in zip(image_paths, prompts, strict=True):
         with Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    return scorer.score(images, prompts)
+            scores.extend(scorer.score([image.convert("RGB")], [prompt]))
+    return scores

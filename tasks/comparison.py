@@ -6,6 +6,7 @@ that already succeeded is skipped, and results are upserted by (job, model, item
 
 import logging
 import tempfile
+import threading
 import time
 
 from celery import shared_task
@@ -165,33 +166,52 @@ def _run_generation(batch, entry, items, options, output_dir):
     return outputs, result["report"], standin or judge_standin
 
 
-@shared_task(
-    bind=True, name="tasks.comparison.run_batch", acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, retry_backoff_max=60, retry_jitter=True,
-    max_retries=8,
-)
-def run_batch(self, batch_id):
-    """Run one batch of one model on its items and store one result per item."""
-    started = time.monotonic()
-    try:
-        batch = actions.claim_batch(batch_id, self.request.hostname or "worker")
-    except actions.BatchAttemptsExceeded:
-        return
-    except TRANSIENT_ERRORS:
-        logger.warning("batch %s: database unavailable, retrying", batch_id)
-        raise
-    if batch is None:
-        logger.info("batch %s: nothing to do (finished, cancelled or job ended)", batch_id)
-        return
+class LeaseKeeper:
+    """Renews a running batch's lease from a background thread while the model works.
 
+    Progress callbacks cannot do it alone: loading a large checkpoint or a slow first step
+    can take longer than the lease.
+    """
+
+    def __init__(self, batch_id, worker):
+        self.batch_id, self.worker = batch_id, worker
+        self.interval = max(1.0, settings.VERSUS_BATCH_LEASE / 3)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"lease-{batch_id}", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self):
+        from django.db import connection
+
+        try:
+            while not self.stop.wait(self.interval):
+                try:
+                    actions.beat_batch(self.batch_id, self.worker)
+                except DatabaseError:
+                    logger.warning("batch %s: could not renew its lease", self.batch_id, exc_info=True)
+        finally:
+            connection.close()
+
+
+def execute_batch(batch, worker):
+    """Run one claimed batch and store its results; return True when it succeeded."""
+    started = time.monotonic()
     job, entry = batch.job, batch.model
-    logger.info("job %s batch %s (%s, %d items) started, attempt %d",
-                job.id, batch.index, entry.slug, batch.size, batch.attempts)
+    logger.info("job %s batch %s (%s, %d items) started on %s, attempt %d",
+                job.id, batch.index, entry.slug, batch.size, worker, batch.attempts)
     items = list(SuiteItem.objects.filter(id__in=batch.item_ids).order_by("position"))
     options = _runner_options(entry, job)
 
     try:
-        with tempfile.TemporaryDirectory(prefix=f"versus-batch-{batch.id}-") as output_dir:
+        with LeaseKeeper(batch.id, worker), \
+                tempfile.TemporaryDirectory(prefix=f"versus-batch-{batch.id}-") as output_dir:
             if entry.task == "captioning":
                 outputs, report, standin = _run_captioning(batch, entry, items, options, output_dir)
             else:
@@ -203,24 +223,71 @@ def run_batch(self, batch_id):
         raise
     except Cancelled:
         actions.stop_cancelled_batch(batch.id)
-        return
+        return False
     except SoftTimeLimitExceeded:
         actions.fail_batch(batch.id, "batch exceeded its time limit (VERSUS_BATCH_TIME_LIMIT); "
                                      "lower batch_size or raise the limit")
-        return
+        return False
     except DatabaseError:
         logger.exception("job %s batch %s: database error", job.id, batch.index)
         raise
     except Exception as exc:  # a model or input error: permanent for this batch
         logger.exception("job %s batch %s failed", job.id, batch.index)
         actions.fail_batch(batch.id, f"{type(exc).__name__}: {exc}")
-        return
+        return False
 
-    logger.info("job %s batch %s finished in %.2fs (inference %.2fs, peak memory %s bytes)",
-                job.id, batch.index, time.monotonic() - started,
+    logger.info("job %s batch %s finished in %.2fs (load %.2fs, inference %.2fs, peak memory %s bytes)",
+                job.id, batch.index, time.monotonic() - started, report.get("load_time_s", 0.0),
                 report.get("inference_time_s", 0.0), report.get("peak_memory_bytes"))
     if completed and actions.pending_batches(job.id) == 0:
         enqueue_finalize(job.id)
+    return True
+
+
+@shared_task(
+    bind=True, name="tasks.comparison.run_batch", acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS, retry_backoff=2, retry_backoff_max=60, retry_jitter=True,
+    max_retries=8,
+)
+def run_batch(self, batch_id):
+    """Run one batch, then queued batches of the same model while the model is loaded.
+
+    Running the next queued batch of a loaded model here, claimed in the database, gives
+    model affinity without per-worker queues: that batch's own message later finds it done.
+    The chain stops after VERSUS_AFFINITY_CHAIN batches or half the time limit.
+    """
+    worker = self.request.hostname or "worker"
+    started = time.monotonic()
+    try:
+        batch = actions.claim_batch(batch_id, worker)
+    except actions.BatchAttemptsExceeded:
+        return
+    except actions.BatchLeaseHeld as held:
+        logger.info("batch %s: %s", batch_id, held)
+        raise self.retry(countdown=held.seconds, max_retries=1000)
+    except TRANSIENT_ERRORS:
+        logger.warning("batch %s: database unavailable, retrying", batch_id)
+        raise
+    if batch is None:
+        logger.info("batch %s: nothing to do (finished, cancelled or job ended)", batch_id)
+        return
+
+    chain_budget = settings.CELERY_TASK_SOFT_TIME_LIMIT / 2
+    for _ in range(settings.VERSUS_AFFINITY_CHAIN + 1):
+        if not execute_batch(batch, worker):
+            return
+        if time.monotonic() - started > chain_budget:
+            return
+        next_id = actions.next_queued_batch_id(batch.model_id)
+        if next_id is None:
+            return
+        try:
+            batch = actions.claim_batch(next_id, worker)
+        except (actions.BatchAttemptsExceeded, actions.BatchLeaseHeld):
+            return
+        if batch is None:
+            return
+        logger.info("batch %s follows on %s, which has %s loaded", next_id, worker, batch.model.slug)
 
 
 @shared_task(

@@ -25,8 +25,8 @@ def requeue_after():
 
 
 def running_grace():
-    """Seconds past the batch time limit after which a ``running`` batch counts as orphaned."""
-    return settings.CELERY_TASK_TIME_LIMIT + getattr(settings, "VERSUS_RUNNING_GRACE", 120)
+    """Seconds without a lease renewal after which a ``running`` batch counts as orphaned."""
+    return 3 * settings.VERSUS_BATCH_LEASE + getattr(settings, "VERSUS_RUNNING_GRACE", 120)
 
 
 def sweep_once(now=None):
@@ -52,12 +52,14 @@ def sweep_once(now=None):
             enqueue_batch(batch_id)
             counts["requeued_queued"] += 1
 
+    # A running batch whose worker stopped renewing its lease is orphaned; requeueing it lets
+    # the next claim count an attempt and run it again.
     orphaned = Batch.objects.filter(
         job__in=active_jobs, state=BatchState.RUNNING,
-        started_at__lt=now - timedelta(seconds=running_grace()),
+        heartbeat_at__lt=now - timedelta(seconds=running_grace()),
     )
-    for batch_id, started_at in orphaned.values_list("id", "started_at"):
-        if Batch.objects.filter(pk=batch_id, state=BatchState.RUNNING, started_at=started_at).update(
+    for batch_id, heartbeat_at in orphaned.values_list("id", "heartbeat_at"):
+        if Batch.objects.filter(pk=batch_id, state=BatchState.RUNNING, heartbeat_at=heartbeat_at).update(
                 state=BatchState.QUEUED, queued_at=now):
             enqueue_batch(batch_id)
             counts["requeued_running"] += 1

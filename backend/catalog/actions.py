@@ -20,11 +20,13 @@ IMPORTABLE_FIELDS = {
 
 
 @transaction.atomic
-def import_catalog(path=DEFAULT_CATALOG):
+def import_catalog(path=DEFAULT_CATALOG, update=True):
     """Create or update entries from a JSON file with an ``entries`` list, keyed by ``slug``.
 
-    Raises ValueError naming the entry and field for unknown fields, so a typo is not
-    silently dropped. Fields absent from a row keep their stored values.
+    With ``update=False`` existing entries are left as they are, so edits made in the admin
+    survive a re-run of the setup. Raises ValueError naming the entry and field for unknown
+    fields, so a typo is not silently dropped. Fields absent from a row keep their stored
+    values.
     """
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     rows = data["entries"] if isinstance(data, dict) else data
@@ -37,7 +39,10 @@ def import_catalog(path=DEFAULT_CATALOG):
         if unknown:
             raise ValueError(f"{path}: entry '{slug}' has unknown fields {sorted(unknown)}")
         fields = {key: value for key, value in row.items() if key != "slug"}
-        entry, created = ModelEntry.objects.update_or_create(slug=slug, defaults=fields)
+        if update:
+            entry, created = ModelEntry.objects.update_or_create(slug=slug, defaults=fields)
+        else:
+            entry, created = ModelEntry.objects.get_or_create(slug=slug, defaults=fields)
         logger.info("%s catalog entry %s", "created" if created else "updated", slug)
         entries.append(entry)
     return entries

@@ -96,6 +96,7 @@ class Match(models.Model):
     outcome = models.CharField(max_length=4, choices=[("a", "A wins"), ("b", "B wins"), ("tie", "Tie")])
 
     class Meta:
+        verbose_name_plural = "matches"
         constraints = [
             models.UniqueConstraint(fields=["job", "item", "model_a", "model_b"], name="unique_match"),
         ]

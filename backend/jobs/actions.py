@@ -7,10 +7,11 @@ conditional UPDATEs, so two deliveries of one task, or two workers, cannot both 
 import logging
 import random
 from collections import defaultdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from backend.api.errors import ApiError
@@ -97,6 +98,7 @@ def submit_comparison(owner, entries, suite, options):
             kind=JobKind.COMPARISON, owner=owner, suite=suite, options=options,
             model_order=[entry.slug for entry in entries],
             progress_total=sum(len(ids) for _, ids in plan),
+            standin=any(entry.checkpoint()[1] for entry in entries),
         )
         job.entries.set(entries)
         batches = Batch.objects.bulk_create(
@@ -154,23 +156,45 @@ def rerun_comparison(job, owner, option_overrides=None):
     return new_job
 
 
+class BatchLeaseHeld(Exception):
+    """Another worker ran this batch recently; retry after ``seconds``."""
+
+    def __init__(self, worker, seconds):
+        super().__init__(f"batch is running on {worker}; retry in {seconds:.0f}s")
+        self.worker, self.seconds = worker, seconds
+
+
 def claim_batch(batch_id, worker):
     """Mark a batch running for this worker; return it, or None when there is nothing to do.
 
-    A batch left ``running`` by a killed worker is claimed again (Celery re-delivers it with
-    late acks). Each claim counts an attempt; past VERSUS_MAX_BATCH_ATTEMPTS the batch and its
-    job fail instead of looping forever.
+    A queued batch is claimed at once. A running one is claimed only once its worker's
+    heartbeat is older than VERSUS_BATCH_LEASE seconds, so a re-delivered message takes over
+    from a dead worker but never runs a batch twice at the same time; before that the claim
+    raises BatchLeaseHeld. Each claim counts an attempt, and past VERSUS_MAX_BATCH_ATTEMPTS the
+    batch and its job fail instead of looping forever.
     """
     now = timezone.now()
+    stale = now - timedelta(seconds=settings.VERSUS_BATCH_LEASE)
     with transaction.atomic():
-        claimed = Batch.objects.filter(
-            pk=batch_id, state__in=[BatchState.QUEUED, BatchState.RUNNING],
-            job__state__in=[JobState.QUEUED, JobState.RUNNING], job__cancel_requested=False,
-        ).update(state=BatchState.RUNNING, attempts=F("attempts") + 1, worker=worker, started_at=now)
+        job_active = Job.objects.filter(
+            batches__pk=batch_id, state__in=[JobState.QUEUED, JobState.RUNNING], cancel_requested=False,
+        ).exists()
+        # The UPDATE filters on the batch row alone: with a join, PostgreSQL would re-check only
+        # the row id after waiting for a concurrent claim, and both claims would succeed.
+        claimed = job_active and Batch.objects.filter(
+            Q(state=BatchState.QUEUED)
+            | Q(state=BatchState.RUNNING, heartbeat_at__lt=stale)
+            | Q(state=BatchState.RUNNING, heartbeat_at__isnull=True),
+            pk=batch_id,
+        ).update(state=BatchState.RUNNING, attempts=F("attempts") + 1, worker=worker, started_at=now,
+                 heartbeat_at=now)
         if not claimed:
             batch = Batch.objects.filter(pk=batch_id).select_related("job").first()
             if batch and batch.state in (BatchState.QUEUED, BatchState.RUNNING) and batch.job.is_terminal:
                 Batch.objects.filter(pk=batch_id, state=batch.state).update(state=BatchState.CANCELLED)
+            elif batch and batch.state == BatchState.RUNNING and not batch.job.cancel_requested:
+                remaining = (batch.heartbeat_at - stale).total_seconds()
+                raise BatchLeaseHeld(batch.worker, max(1.0, remaining))
             return None
 
         batch = Batch.objects.select_related("job", "model").get(pk=batch_id)
@@ -185,6 +209,20 @@ def claim_batch(batch_id, worker):
         fail_batch(batch_id, message)
         raise BatchAttemptsExceeded(message)
     return batch
+
+
+def beat_batch(batch_id, worker):
+    """Renew a running batch's lease; return False when the batch is no longer this worker's."""
+    return bool(Batch.objects.filter(pk=batch_id, state=BatchState.RUNNING, worker=worker).update(
+        heartbeat_at=timezone.now()))
+
+
+def next_queued_batch_id(model_id):
+    """The oldest queued batch of a model in an active job, for a worker that has it loaded."""
+    return Batch.objects.filter(
+        state=BatchState.QUEUED, model_id=model_id,
+        job__state__in=[JobState.QUEUED, JobState.RUNNING], job__cancel_requested=False,
+    ).order_by("job__created_at", "index").values_list("id", flat=True).first()
 
 
 def store_batch_results(batch, outputs, report):

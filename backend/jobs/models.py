@@ -104,10 +104,14 @@ class Batch(models.Model):
     report = models.JSONField(default=dict, blank=True, help_text="Timings, memory, device and dtype.")
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life from the worker running this batch.",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["job", "index"]
+        indexes = [models.Index(fields=["state", "model"])]
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="unique_batch_index")]
         verbose_name_plural = "batches"
 

@@ -19,27 +19,33 @@ def _multiple_of_16(value):
         )
 
 
+# Range errors name the value received; Django's validators fill in %(value)s.
+RANGE_ERRORS = {"min_value": "got %(value)s; must be at least {min_value}.",
+                "max_value": "got %(value)s; must be at most {max_value}."}
+
+
 class ComparisonOptionsSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(
+    limit = serializers.IntegerField(error_messages=RANGE_ERRORS,
         required=False, min_value=1, max_value=100_000,
         help_text="Sample at most this many items of each kind, stratified by category.",
     )
-    seed = serializers.IntegerField(
+    seed = serializers.IntegerField(error_messages=RANGE_ERRORS,
         required=False, default=0, min_value=0, max_value=2**31 - 1,
         help_text="Seed for sampling items; item i is generated with seed + i.",
     )
-    batch_size = serializers.IntegerField(
+    batch_size = serializers.IntegerField(error_messages=RANGE_ERRORS,
         required=False, min_value=1, max_value=256, help_text="Items per batch task.",
     )
-    max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=512)
-    num_inference_steps = serializers.IntegerField(required=False, min_value=1, max_value=200)
-    guidance_scale = serializers.FloatField(required=False, min_value=0.0, max_value=30.0)
-    height = serializers.IntegerField(required=False, min_value=16, max_value=2048,
+    max_new_tokens = serializers.IntegerField(error_messages=RANGE_ERRORS, required=False, min_value=1, max_value=512)
+    num_inference_steps = serializers.IntegerField(error_messages=RANGE_ERRORS, required=False, min_value=1, max_value=200)
+    guidance_scale = serializers.FloatField(error_messages=RANGE_ERRORS, required=False, min_value=0.0, max_value=30.0)
+    height = serializers.IntegerField(error_messages=RANGE_ERRORS, required=False, min_value=16, max_value=2048,
                                       validators=[_multiple_of_16])
-    width = serializers.IntegerField(required=False, min_value=16, max_value=2048,
+    width = serializers.IntegerField(error_messages=RANGE_ERRORS, required=False, min_value=16, max_value=2048,
                                      validators=[_multiple_of_16])
     precision = serializers.ChoiceField(
         choices=PRECISIONS, required=False, default="auto",
+        error_messages={"invalid_choice": f'"{{input}}" is not a valid precision; use one of {PRECISIONS}.'},
         help_text="Weights and activations: auto (bfloat16 on CUDA, else float32), float32, bfloat16, "
         "float16 (CUDA only) or int8 weights (dynamic quantization on CPU, bitsandbytes on CUDA).",
     )
@@ -47,6 +53,14 @@ class ComparisonOptionsSerializer(serializers.Serializer):
         required=False, default=False,
         help_text="Captioners also save, per grounded phrase, a heatmap of its attention over the image.",
     )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    f"unknown option(s) {unknown}; known options: {sorted(self.fields)}")
+        return super().to_internal_value(data)
 
     def validate(self, attrs):
         attrs.setdefault("batch_size", settings.VERSUS_BATCH_SIZE)

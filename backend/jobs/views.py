@@ -124,6 +124,13 @@ class ModelDetailView(generics.RetrieveAPIView):
     queryset = ModelEntry.objects.select_related("base", "score")
     lookup_field = "slug"
 
+    def get_object(self):
+        entry = self.get_queryset().filter(slug=self.kwargs["slug"]).first()
+        if entry is None:
+            raise ApiError(f"Model '{self.kwargs['slug']}' not found; GET /api/v1/models/ lists the catalog.",
+                           code="not_found", status_code=404)
+        return entry
+
 
 class RankingListView(generics.ListAPIView):
     serializer_class = RankingSerializer

@@ -21,7 +21,7 @@ GENERATORS = ["stable-diffusion-3.5-large", "stable-diffusion-3.5-medium"]
 
 # Short limits so a killed batch comes back within seconds: the batch time limit stays below
 # the visibility timeout, as in production.
-FAST_REDELIVERY = {"VERSUS_BATCH_TIME_LIMIT": 40, "VERSUS_VISIBILITY_TIMEOUT": 45}
+FAST_REDELIVERY = {"VERSUS_BATCH_TIME_LIMIT": 40, "VERSUS_VISIBILITY_TIMEOUT": 45, "VERSUS_BATCH_LEASE": 6}
 
 
 def submit(live_server, user, models, suite, options):

@@ -51,11 +51,12 @@ def test_unknown_suite_rejected(api, catalog):
 
 
 @pytest.mark.parametrize("options, field, fragment", [
-    ({"limit": 0}, "options.limit", "greater than or equal to 1"),
-    ({"batch_size": 1000}, "options.batch_size", "less than or equal to 256"),
+    ({"limit": 0}, "options.limit", "got 0; must be at least 1"),
+    ({"batch_size": 1000}, "options.batch_size", "got 1000; must be at most 256"),
     ({"height": 100}, "options.height", "multiple of 16"),
-    ({"guidance_scale": -1}, "options.guidance_scale", "greater than or equal to 0"),
-    ({"precision": "float8"}, "options.precision", "float8"),
+    ({"guidance_scale": -1}, "options.guidance_scale", "got -1.0; must be at least 0.0"),
+    ({"precision": "float8"}, "options.precision", "use one of ['auto', 'float32'"),
+    ({"steps": 4}, "options", "unknown option(s) ['steps']"),
     ({"num_inference_steps": "many"}, "options.num_inference_steps", "valid integer"),
 ])
 def test_bad_option_values_rejected(api, catalog, options, field, fragment):

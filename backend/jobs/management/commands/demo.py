@@ -98,7 +98,8 @@ class Command(BaseCommand):
             stack.callback(stop, server, "web server", write)
             worker = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "backend", "worker", "-Q", "gpu,default",
-                 "--concurrency", "1", "--loglevel", "INFO", "--hostname", f"demo-{port}@%h"],
+                 "--concurrency", "1", "--loglevel", "INFO", "--hostname", f"demo-{port}@%h",
+                 "--beat", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
                 cwd=settings.BASE_DIR, env=env, stdout=worker_log, stderr=subprocess.STDOUT)
             stack.callback(stop, worker, "worker", write)
             write(f"Started web server at {base} (pid {server.pid}) and worker (pid {worker.pid}); "
@@ -132,4 +133,6 @@ class Command(BaseCommand):
 
         if final["state"] != "succeeded":
             raise CommandError(f"job {final['id']} ended {final['state']}: {final['error']}")
-        write("Demo finished. Run `make serve` and open the page URL above to browse the results.")
+        write("Demo finished. To browse the results, run `make serve`, create a login with "
+              "`.venv/bin/python manage.py createsuperuser` (the job belongs to the user 'demo', and "
+              "staff see every job) and open the page URL above.")
