@@ -47,12 +47,20 @@ def batch_wall_seconds(batches):
     return total or None
 
 
+def peak_memory_bytes(batches):
+    """The highest peak memory any of the batches reported, or None."""
+    peaks = [(report or {}).get("peak_memory_bytes") for report in batches.values_list("report", flat=True)]
+    peaks = [peak for peak in peaks if peak is not None]
+    return max(peaks) if peaks else None
+
+
 def job_model_metrics(job, entry):
     """Aggregate one model's results in one job, with breakdowns by category and challenge."""
     results = Result.objects.filter(job=job, model=entry).select_related("item")
     rows = [evidence_row(result) for result in results]
-    wall = batch_wall_seconds(Batch.objects.filter(job=job, model=entry))
-    summary = metric_lib.aggregate(entry.task, rows, wall)
+    batches = Batch.objects.filter(job=job, model=entry)
+    summary = metric_lib.aggregate(entry.task, rows, batch_wall_seconds(batches))
+    summary["peak_memory_bytes"] = peak_memory_bytes(batches)
     if entry.task == "text-to-image":
         summary["by_category"] = metric_lib.breakdown(rows, "category", task=entry.task)
         summary["by_challenge"] = metric_lib.breakdown(rows, "challenge", task=entry.task)

@@ -166,7 +166,8 @@ def _verdict_text(
     first_score, second_score = _format_pair(first["composite"], second["composite"])
 
     if leader is None:
-        reason = "their intervals overlap" if overlap else "their scores differ by less than half a point"
+        reason = ("their 95% rating intervals from head-to-head matches overlap, so the matches "
+                  "cannot separate them yet" if overlap else "their scores differ by less than half a point")
         sentences = [
             f"{_display_name(first)} at {first_score} and {_display_name(second)} at {second_score} "
             f"are too close to call because {reason}."

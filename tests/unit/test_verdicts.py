@@ -104,7 +104,7 @@ def test_verdict_overlapping_intervals_too_close():
     assert verdict["too_close"] is True
     assert verdict["leader"] is None
     assert verdict["confidence"] == "low"
-    assert "too close to call because their intervals overlap" in verdict["text"]
+    assert "too close to call because their 95% rating intervals from head-to-head matches overlap" in verdict["text"]
     assert "scores higher" not in verdict["text"]
     assert verdict["text"].startswith("Stable Diffusion 3.5 Large at 58/100 and kosmos-2-patch14-224 at 42/100")
 
