@@ -115,6 +115,8 @@ STATIC_ROOT = Path(env("VERSUS_STATIC_ROOT", default=str(VAR_DIR / "static")))
 MEDIA_URL = env("VERSUS_MEDIA_URL", default="/media/")
 MEDIA_ROOT = Path(env("VERSUS_MEDIA_ROOT", default=str(VAR_DIR / "media")))
 LOGIN_URL = "/login/"
+# Base URL of the site as clients reach it; links in webhook payloads and CLI output start here.
+VERSUS_PUBLIC_URL = env("VERSUS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 
 # Upload and request body limits.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("VERSUS_MAX_REQUEST_BYTES", default=10 * 1024 * 1024)

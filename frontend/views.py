@@ -213,6 +213,27 @@ def progress_data(job):
     }
 
 
+
+
+def job_scores(job):
+    """Each model's current score and this job's primary metric, for the job page."""
+    if not job.is_terminal or job.kind != "comparison":
+        return []
+    from backend.evaluation.models import ModelScore
+
+    scores = {score.model.slug: score for score in
+              ModelScore.objects.filter(model__slug__in=job.model_order).select_related("model")}
+    rows = []
+    for slug in job.model_order:
+        metrics = (job.metrics or {}).get(slug, {})
+        score = scores.get(slug)
+        rows.append({
+            "slug": slug, "score": score, "primary_metric": metrics.get("primary_metric"),
+            "primary": metrics.get("primary"), "items_per_second": metrics.get("items_per_second"),
+        })
+    return rows
+
+
 @never_cache
 def job_detail(request, job_id):
     if not request.user.is_authenticated:
@@ -223,6 +244,7 @@ def job_detail(request, job_id):
         "job": job, "progress": progress, "by_state": sorted(progress["batches"]["by_state"].items()),
         "gallery": build_gallery(job) if job.is_terminal else None,
         "verdicts": job.verdicts.select_related("model_a", "model_b", "leader"),
+        "scores": job_scores(job),
         "panels": render_job_panels(job),
         "standin_note": STANDIN_NOTE,
         "progress_url": reverse("frontend:job-progress", args=[job.id]),
@@ -247,6 +269,7 @@ def job_gallery(request, job_id):
         raise Http404("Job not found.")
     job = _visible_job(request, job_id)
     context = {"gallery": build_gallery(job), "job": job, "panels": render_job_panels(job),
+               "scores": job_scores(job),
                "verdicts": job.verdicts.select_related("model_a", "model_b", "leader"),
                "standin_note": STANDIN_NOTE}
     return render(request, "frontend/_job_results.html", context)

@@ -332,9 +332,9 @@ def job_summary(job):
         "standin": job.standin,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "url": f"/api/v1/jobs/{job.id}/",
-        "results_url": f"/api/v1/jobs/{job.id}/results/",
-        "page_url": f"/jobs/{job.id}/",
+        "url": f"{settings.VERSUS_PUBLIC_URL}/api/v1/jobs/{job.id}/",
+        "results_url": f"{settings.VERSUS_PUBLIC_URL}/api/v1/jobs/{job.id}/results/",
+        "page_url": f"{settings.VERSUS_PUBLIC_URL}/jobs/{job.id}/",
     }
 
 

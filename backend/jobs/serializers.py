@@ -1,3 +1,4 @@
+from django.conf import settings
 from rest_framework import serializers
 
 from backend.catalog.models import ModelEntry
@@ -102,7 +103,9 @@ class JobSerializer(serializers.ModelSerializer):
 
     def _absolute(self, path):
         request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
+        if request is None:
+            return settings.VERSUS_PUBLIC_URL + path
+        return request.build_absolute_uri(path)
 
     def get_url(self, job):
         return self._absolute(f"/api/v1/jobs/{job.id}/")

@@ -297,3 +297,18 @@ def test_static_files_served():
 def test_match_rows_count(scored):
     # Guards the numbers above: one match per prompt per generator pair and job.
     assert Match.objects.count() == 4
+
+
+def test_job_page_shows_model_scores(scored, owner):
+    from backend.evaluation.models import ModelScore
+
+    job = scored["jobs"][0]
+    job.refresh_from_db()
+
+    html = client_for(owner).get(f"/jobs/{job.id}/").content.decode()
+
+    assert "<h3>Scores</h3>" in html
+    for slug in job.model_order:
+        score = ModelScore.objects.get(model__slug=slug)
+        assert f">{slug}</a>" in html
+        assert f"<td>{score.composite:.1f}</td>" in html
