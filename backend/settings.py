@@ -239,11 +239,11 @@ VERSUS_DEVICE = env("VERSUS_DEVICE", default="") or None
 # CLIPScore against their prompt.
 VERSUS_CLIP_CHECKPOINT = env("VERSUS_CLIP_CHECKPOINT", default="") or None
 VERSUS_BATCH_SIZE = env.int("VERSUS_BATCH_SIZE", default=4)
-# Memory budget in bytes of the models a worker keeps loaded (least recently used evicted);
-# unset means 60% of GPU memory, or of RAM on CPU.
+# Memory budget in bytes of the models a worker keeps loaded, evicting the least recently
+# used. Unset means 60% of GPU memory, or of RAM on CPU.
 VERSUS_MODEL_CACHE_BYTES = env.int("VERSUS_MODEL_CACHE_BYTES", default=0) or None
 VERSUS_MAX_BATCH_ATTEMPTS = env.int("VERSUS_MAX_BATCH_ATTEMPTS", default=3)
-# A running batch's worker renews its lease every third of this; another delivery of the
+# A running batch's worker renews its lease every third of this. Another delivery of the
 # batch takes over only after the lease expired, so no batch runs twice at the same time.
 VERSUS_BATCH_LEASE = env.int("VERSUS_BATCH_LEASE", default=60)
 # After a batch, a worker runs up to this many queued batches of the same model while it has

@@ -412,14 +412,20 @@ def validate_imagefolder(folder):
     return rows
 
 
-def _check_metadata_row(line, folder):
-    """Parse and check one metadata.jsonl line (all but the image decoding)."""
+def parse_json_object(line, expected="a JSON object"):
+    """Parse one JSON Lines line into a dict; raise UploadError naming what is wrong."""
     try:
         raw = json.loads(line)
     except json.JSONDecodeError as exc:
         raise UploadError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
     if not isinstance(raw, dict):
-        raise UploadError(f"expected a JSON object, got {type(raw).__name__}")
+        raise UploadError(f"expected {expected}, got {type(raw).__name__}")
+    return raw
+
+
+def _check_metadata_row(line, folder):
+    """Parse and check one metadata.jsonl line (all but the image decoding)."""
+    raw = parse_json_object(line)
 
     file_name = raw.get("file_name")
     if not isinstance(file_name, str) or not file_name.strip():

@@ -24,7 +24,7 @@ if getattr(settings, "VERSUS_SERVE_MEDIA", True):
         re_path(r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"), serve_media),
     )
 
-# Errors outside DRF views (unknown URLs, oversized bodies) still answer in the API's error
+# Errors outside DRF views (unknown URLs, oversized bodies) still return the API's error
 # shape under /api/, and as pages elsewhere.
 handler400 = "backend.api.handlers.bad_request"
 handler403 = "backend.api.handlers.permission_denied"

@@ -216,7 +216,7 @@ def progress_data(job):
 
 
 def job_scores(job):
-    """Each model's current score and this job's primary metric, for the job page."""
+    """Return each model's current score and this job's primary metric, for the job page."""
     if not job.is_terminal or job.kind != "comparison":
         return []
     from backend.evaluation.models import ModelScore

@@ -103,7 +103,7 @@ def build_standin(kind: str, path: Path, seed: int = 0, force: bool = False) -> 
     processor). The same kind and seed give the same weights and tokenizer files.
 
     A complete stand-in of the same kind and seed at ``path`` is kept unless ``force``.
-    Raises ValueError when ``path`` holds something else (another kind or seed, or a folder that
+    Raises ValueError when ``path`` contains something else (another kind or seed, or a folder that
     is not a stand-in) and ``force`` is false.
     """
     if kind not in _BUILDERS:
@@ -152,7 +152,7 @@ def _check_existing(path: Path, kind: str, seed: int) -> None:
         )
     if marker.get("kind") != kind or marker.get("seed") != seed:
         raise ValueError(
-            f"{path} holds a {marker.get('kind')!r} stand-in with seed {marker.get('seed')}, "
+            f"{path} contains a {marker.get('kind')!r} stand-in with seed {marker.get('seed')}, "
             f"not {kind!r} with seed {seed}; pass force=True to replace it"
         )
 

@@ -1,1 +1,1 @@
-"""Celery tasks of Versus; each module holds the tasks of one kind of work."""
+"""Celery tasks of Versus; each module contains the tasks of one kind of work."""

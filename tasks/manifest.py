@@ -1,4 +1,4 @@
-"""What a batch ran with: library versions and checkpoint file hashes, seen from the worker."""
+"""Batch manifests: library versions and checkpoint file hashes, as the worker sees them."""
 
 import hashlib
 import importlib.metadata
@@ -9,7 +9,7 @@ from pathlib import Path
 LIBRARIES = ("torch", "transformers", "diffusers", "peft", "sentence-transformers", "safetensors")
 
 # Weight files are hashed whole up to this size. Larger ones are hashed over their first and
-# last 16 MiB plus their size, which tells revisions apart without reading gigabytes per job.
+# last 16 MiB plus their size, which distinguishes revisions without reading gigabytes per job.
 FULL_HASH_LIMIT = 256 * 1024 * 1024
 PARTIAL_CHUNK = 16 * 1024 * 1024
 

@@ -6,7 +6,7 @@ from django.views.static import serve
 
 
 def _request_user(request):
-    """The session user, or the owner of a knox token in the Authorization header."""
+    """Return the session user, or the owner of a knox token in the Authorization header."""
     if request.user.is_authenticated:
         return request.user
     from knox.auth import TokenAuthentication

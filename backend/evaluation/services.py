@@ -48,7 +48,7 @@ def batch_wall_seconds(batches):
 
 
 def peak_memory_bytes(batches):
-    """The highest peak memory any of the batches reported, or None."""
+    """Return the highest peak memory any of the batches reported, or None."""
     peaks = [(report or {}).get("peak_memory_bytes") for report in batches.values_list("report", flat=True)]
     peaks = [peak for peak in peaks if peak is not None]
     return max(peaks) if peaks else None
@@ -198,11 +198,11 @@ def _ratings_by_task(entries_by_task):
         fitted = rating_lib.bradley_terry(matches, slugs)
         intervals = rating_lib.bootstrap_intervals(
             matches, slugs, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
-        standing = rating_lib.match_counts(matches, slugs)
+        match_count = rating_lib.match_counts(matches, slugs)
         for slug in slugs:
             ratings[slug] = {
                 "rating": fitted[slug], "interval": intervals[slug],
-                "field": [fitted[s] for s in slugs], "standing": standing.get(slug, {}),
+                "field": [fitted[s] for s in slugs], "match_counts": match_count.get(slug, {}),
                 "possible_opponents": len(slugs) - 1,
             }
     return ratings
@@ -237,25 +237,25 @@ def recompute_rankings(reason=""):
                                            job__kind=JobKind.COMPARISON)
             summary = metric_lib.aggregate(entry.task, evidence[entry.pk], batch_wall_seconds(batches))
             rating = ratings.get(entry.slug, {})
-            standing = rating.get("standing", {})
+            match_count = rating.get("match_counts", {})
             scored = scoring.score_model(
                 entry.task, summary, catalog_fields(entry),
                 rating=rating.get("rating"), field_ratings=rating.get("field", ()),
-                opponents_met=standing.get("opponents", 0),
+                opponents_met=match_count.get("opponents", 0),
                 possible_opponents=rating.get("possible_opponents", 0),
-                n_matches=standing.get("matches", 0),
+                n_matches=match_count.get("matches", 0),
             )
             scored["provenance"]["jobs"] = sorted(jobs_by_model[entry.pk])
             standin = Job.objects.filter(
                 pk__in=jobs_by_model[entry.pk], standin=True).exists()
-            rows[entry] = (summary, scored, rating, standing, standin)
+            rows[entry] = (summary, scored, rating, match_count, standin)
             composites[entry.slug] = scored["composite"]
 
         ranking = {row["slug"]: row["rank"] for row in scoring.rank_models(composites)}
         snapshot_entries = []
-        for entry, (summary, scored, rating, standing, standin) in sorted(rows.items(), key=lambda kv: kv[0].slug):
+        for entry, (summary, scored, rating, match_count, standin) in sorted(rows.items(), key=lambda kv: kv[0].slug):
             interval = rating.get("interval")
-            n_matches = standing.get("matches", 0)
+            n_matches = match_count.get("matches", 0)
             ModelScore.objects.update_or_create(model=entry, defaults={
                 "subscores": scored["subscores"], "composite": scored["composite"],
                 "rank": ranking[entry.slug], "metrics": summary, "provenance": scored["provenance"],

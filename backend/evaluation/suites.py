@@ -12,7 +12,14 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from backend.uploads import UploadError, format_bad_rows, read_text_upload, split_lines, upload_limit
+from backend.uploads import (
+    UploadError,
+    format_bad_rows,
+    parse_json_object,
+    read_text_upload,
+    split_lines,
+    upload_limit,
+)
 
 from .models import ItemKind, Suite, SuiteItem
 
@@ -170,12 +177,7 @@ def _tsv_record_parser(header_cells, name):
 def _jsonl_line(line):
     if not line.strip():
         return {"prompt": ""}
-    try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UploadError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(raw, dict):
-        raise UploadError(f"expected a JSON object with 'prompt', got {type(raw).__name__}")
+    raw = parse_json_object(line, expected="a JSON object with 'prompt'")
     if "prompt" not in raw:
         raise UploadError(f"missing 'prompt' (keys found: {sorted(raw)})")
     return raw

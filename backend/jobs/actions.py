@@ -135,7 +135,7 @@ def enqueue_batches(job_id, batch_ids):
 def rerun_comparison(job, owner, option_overrides=None):
     """Submit a new comparison with the models, suite and options recorded on ``job``.
 
-    ``option_overrides`` replaces single options (for example ``batch_size``); seeds and
+    ``option_overrides`` replaces single options, for example ``batch_size``. Seeds and
     everything else come from the original job, so on CPU the new job's metrics equal the
     original's.
     """
@@ -168,9 +168,9 @@ def claim_batch(batch_id, worker):
     """Mark a batch running for this worker; return it, or None when there is nothing to do.
 
     A queued batch is claimed at once. A running one is claimed only once its worker's
-    heartbeat is older than VERSUS_BATCH_LEASE seconds, so a re-delivered message takes over
-    from a dead worker but never runs a batch twice at the same time; before that the claim
-    raises BatchLeaseHeld. Each claim counts an attempt, and past VERSUS_MAX_BATCH_ATTEMPTS the
+    heartbeat is older than VERSUS_BATCH_LEASE seconds. So a re-delivered message takes over
+    from a dead worker but never runs a batch twice at the same time. Before the lease
+    expires, the claim raises BatchLeaseHeld. Each claim counts an attempt, and past VERSUS_MAX_BATCH_ATTEMPTS the
     batch and its job fail instead of looping forever.
     """
     now = timezone.now()
@@ -218,7 +218,7 @@ def beat_batch(batch_id, worker):
 
 
 def next_queued_batch_id(model_id):
-    """The oldest queued batch of a model in an active job, for a worker that has it loaded."""
+    """Return the oldest queued batch id of a model in an active job, or None."""
     return Batch.objects.filter(
         state=BatchState.QUEUED, model_id=model_id,
         job__state__in=[JobState.QUEUED, JobState.RUNNING], job__cancel_requested=False,
@@ -354,9 +354,9 @@ __all__ = [
 def retry_failed_batches(job):
     """Requeue the unfinished batches of a failed comparison job and set it running again.
 
-    A failed batch fails its whole job and cancels the job's queued batches, so both the
-    failed and the cancelled batches go back to ``queued`` with their attempt count reset;
-    succeeded batches and their results stay. Returns the number of requeued batches.
+    A failed batch fails its whole job and cancels the job's queued batches. So both the
+    failed and the cancelled batches go back to ``queued`` with their attempt count reset,
+    while succeeded batches and their results stay. Returns the number of requeued batches.
     Raises ApiError (409) unless the job is a failed comparison.
     """
     from tasks.comparison import enqueue_finalize

@@ -26,11 +26,14 @@ def test_demo_on_sqlite_and_embedded_broker(tmp_path, standins):
     output = completed.stdout
     assert completed.returncode == 0, f"{output}\n{completed.stderr[-4000:]}"
     assert "succeeded" in output
-    assert "kosmos-2-patch14-224:" in output and "/100" in output
+    assert "kosmos-2-patch14-224:" in output
+    assert "/100" in output
     assert "Ranking:" in output
-    assert "Verdicts:" in output and "[draft]" in output
+    assert "Verdicts:" in output
+    assert "[draft]" in output
     assert "stand-in checkpoints" in output
-    assert "Stopped worker" in output and "Stopped web server" in output
+    assert "Stopped worker" in output
+    assert "Stopped web server" in output
 
     database = sqlite3.connect(tmp_path / "var" / "versus.sqlite3")
     assert database.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

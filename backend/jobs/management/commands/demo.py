@@ -36,13 +36,13 @@ def wait_for_http(url, process, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CommandError(f"web server exited with code {process.returncode} before answering")
+            raise CommandError(f"web server exited with code {process.returncode} before it responded; see demo-web.log in the logs folder printed above")
         try:
             requests.get(url, timeout=1)
             return
         except requests.ConnectionError:
             time.sleep(0.2)
-    raise CommandError(f"web server did not answer at {url} within {timeout}s")
+    raise CommandError(f"web server at {url} did not respond within {timeout}s; see demo-web.log in the logs folder printed above")
 
 
 def stop(process, name, write):
